@@ -1,0 +1,38 @@
+"""Assemble a trainable model: backbone + task head, then the freezing policy or PEFT wrapper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from tuneforge.models import ResolvedModel, load_backbone
+from tuneforge.tasks.base import Task
+from tuneforge.training.freezing import apply_freezing, count_parameters
+from tuneforge.training.loop import StepHook
+
+
+@dataclass
+class BuiltModel:
+    model: nn.Module
+    step_hooks: list[StepHook] = field(default_factory=list)
+    parameters: dict[str, int] = field(default_factory=dict)
+
+
+def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, freeze_policy: str, freeze_k: int,
+                peft: Any | None, total_steps: int | None = None) -> BuiltModel:
+    """The same code path builds the model for training and for loading a run, so weights always fit."""
+    backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=getattr(task, "needs_lm_head", False))
+    hooks: list[StepHook] = []
+    if peft is not None and peft.method:
+        from tuneforge.peft_methods import apply_peft  # imported lazily: peft is only needed for PEFT runs
+
+        backbone, hooks = apply_peft(backbone, peft, task_type=getattr(task, "peft_task_type", "FEATURE_EXTRACTION"),
+                                     total_steps=total_steps)
+    model = task.build_model(backbone)
+    if peft is not None and peft.method:
+        counts = count_parameters(model)
+    else:
+        counts = apply_freezing(model, freeze_policy, freeze_k)
+    return BuiltModel(model, hooks, counts)

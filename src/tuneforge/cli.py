@@ -1,0 +1,158 @@
+"""The ``tuneforge`` command: a table of subcommands, each a thin wrapper over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def register_command(name: str, help: str, setup: Callable[[argparse.ArgumentParser], None],
+                     run: Callable[[argparse.Namespace], int]) -> None:
+    if name in COMMANDS:
+        raise ValueError(f"command {name!r} is already registered")
+    COMMANDS[name] = (help, setup, run)
+
+
+# ---------------- train ----------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-5 resume=true")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tuneforge.config import load_config
+    from tuneforge.runner import train
+
+    overrides = [("train.resume=" + o.split("=", 1)[1]) if o.startswith("resume=") else o for o in args.overrides]
+    train(load_config(args.config, overrides))
+    return 0
+
+
+register_command("train", "fine-tune a model from a YAML config", _train_args, _train)
+
+
+# ---------------- eval ----------------
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run directory written by `tuneforge train`")
+    p.add_argument("--data", help="labelled file to score (default: the run's test split, from report.json)")
+    p.add_argument("--format", default=None, help="data format of --data (default: the run config's)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from tuneforge.data.readers import BadRows, ReadOptions, read_file
+    from tuneforge.inference.predictor import Predictor
+
+    pred = Predictor.from_run_dir(args.run_dir)
+    if not args.data:
+        report = json.loads((Path(args.run_dir) / "report.json").read_text())
+        print(json.dumps({k: v for k, v in report["metrics"].items()}, indent=2)[:4000])
+        return 0
+    d = pred.cfg.data
+    opts = ReadOptions(encoding=d.encoding, line_delimiter=d.line_delimiter, text_column=d.text_column,
+                       label_column=d.label_column)
+    bad = BadRows(skip=d.skip_bad_rows)
+    examples = pred.task.parse(read_file(args.data, args.format or d.format, opts, bad), bad)
+    metrics = pred.evaluate(examples)
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2))
+    return 0
+
+
+register_command("eval", "score a finished run on its test split or on another labelled file", _eval_args, _eval)
+
+
+# ---------------- predict ----------------
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--input", required=True, help="a text file (one input per line), a JSONL file, or - for stdin")
+    p.add_argument("--output", help="write JSONL here (default: stdout)")
+
+
+def _read_inputs(source: str) -> list[Any]:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    items: list[Any] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{source}:{i}: unparseable JSON: {e.msg}") from None
+        else:
+            items.append(line.strip())
+    return items
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tuneforge.inference.predictor import Predictor
+    from tuneforge.io_utils import atomic_write_jsonl
+
+    items = _read_inputs(args.input)
+    results = Predictor.from_run_dir(args.run_dir).predict(items)
+    rows = [{"input": item, **r} for item, r in zip(items, results)]
+    if args.output:
+        atomic_write_jsonl(args.output, rows)
+    else:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+register_command("predict", "predict with a finished run; writes JSONL", _predict_args, _predict)
+
+
+# ---------------- data audit ----------------
+def _data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_cmd", required=True)
+    a = sub.add_parser("audit", help="check split distributions, lengths, duplicates and leakage")
+    a.add_argument("config")
+    a.add_argument("overrides", nargs="*")
+    a.add_argument("--json", help="also write the full audit report here")
+
+
+def _data(args: argparse.Namespace) -> int:
+    from tuneforge.config import load_config
+    from tuneforge.data.audit import format_audit
+    from tuneforge.io_utils import atomic_write_json
+    from tuneforge.runner import audit
+
+    report = audit(load_config(args.config, args.overrides))
+    print(format_audit(report))
+    if args.json:
+        atomic_write_json(args.json, report)
+    return 0
+
+
+register_command("data", "data tools: `tuneforge data audit CONFIG`", _data_args, _data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneforge", description="Supervised fine-tuning: one config, one CLI.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_, setup, _) in COMMANDS.items():
+        setup(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tuneforge.config import ConfigError
+    from tuneforge.data.readers import DataError
+    from tuneforge.models import ModelNotFoundError
+    from tuneforge.registry import UnknownNameError
+
+    try:
+        return COMMANDS[args.command][2](args)
+    except (ConfigError, DataError, ModelNotFoundError, UnknownNameError, FileNotFoundError) as e:
+        print(f"tuneforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

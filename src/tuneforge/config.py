@@ -1,0 +1,378 @@
+"""Typed run configuration: YAML + ``a.b=v`` overrides → ``RunConfig``, checked on load."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, naming the field (``train.lr``) and, when known, the file."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class SplitConfig:
+    validation: float = _f(0.1, "Share of the train file held out for validation when data.validation is unset.")
+    test: float = _f(0.1, "Share of the train file held out for test when data.test is unset.")
+    stratify: bool = _f(True, "Keep label proportions equal across splits.")
+
+
+@dataclass
+class DataConfig:
+    train: str | None = _f(None, "Training file (CSV, TSV, JSON, JSONL or `lines`).")
+    validation: str | None = _f(None, "Validation file; carved from train when unset.")
+    test: str | None = _f(None, "Test file; carved from train when unset.")
+    format: str = _f("auto", "auto (by extension) | csv | tsv | json | jsonl | lines | conll | squad | ...")
+    text_column: str = _f("text", "Column holding the input text.")
+    text_pair_column: str | None = _f(None, "Second text column for sentence-pair tasks.")
+    label_column: str = _f("label", "Column holding the label (a list or delimited string for multi-label).")
+    multi_label: bool = _f(False, "Each row may carry several labels.")
+    label_delimiter: str | None = _f(None, "Delimiter for multi-label strings, e.g. '|'.")
+    labels: list[str] | None = _f(None, "Fixed label set and order; inferred from train when unset.")
+    line_delimiter: str = _f("@", "For format `lines`: the text and label are split at the last occurrence.")
+    encoding: str = _f("utf-8", "File encoding, e.g. latin-1.")
+    skip_bad_rows: bool = _f(False, "Skip malformed rows instead of failing; the audit counts them with reasons.")
+    max_length: int = _f(128, "Maximum tokens per example; longer inputs are truncated and counted by the audit.")
+    limit: int | None = _f(None, "Use only the first N training rows (after the split), for quick runs.")
+    split: SplitConfig = _f(None, "How a single file is split.", )
+    near_duplicate_threshold: float = _f(0.9, "Jaccard similarity of word 3-shingles above which texts are near-duplicates.")
+
+    def __post_init__(self) -> None:
+        if self.split is None:
+            self.split = SplitConfig()
+
+
+@dataclass
+class HeadConfig:
+    pooling: str = _f("auto", "auto | mean | cls | last: how token states become one vector.")
+    dropout: float = _f(0.1, "Dropout before the classification layer.")
+
+
+@dataclass
+class LossConfig:
+    class_weights: str | list[float] | None = _f(None, "None, 'auto' (inverse frequency) or a list per label.")
+    label_smoothing: float = _f(0.0, "Label smoothing for cross-entropy.")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    metric: str = _f("auto", "Validation metric to watch; auto = the task's main metric.")
+    mode: str = _f("max", "max or min.")
+    patience: int | None = _f(3, "Evaluations without improvement before stopping; null disables.")
+    min_delta: float = _f(0.0, "Smallest change that counts as an improvement.")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = _f(3, "Number of passes over the training split.")
+    max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = _f(32, "Examples per micro-batch.")
+    grad_accum: int = _f(1, "Micro-batches per optimizer step.")
+    lr: float = _f(5e-5, "Peak learning rate for the backbone.")
+    head_lr: float | None = _f(None, "Learning rate for new head parameters; defaults to lr.")
+    optimizer: str = _f("adamw", "adamw | sgd.")
+    momentum: float = _f(0.9, "SGD momentum.")
+    weight_decay: float = _f(0.01, "Decoupled weight decay; never applied to biases and LayerNorm weights.")
+    scheduler: str = _f("linear", "linear | cosine | constant, each with warmup.")
+    warmup_ratio: float = _f(0.06, "Share of steps with linear warmup.")
+    max_grad_norm: float | None = _f(1.0, "Gradient clipping norm; null disables.")
+    dropout: float | None = _f(None, "Override the backbone's dropout probabilities.")
+    precision: str = _f("auto", "auto (bf16 when the CPU/GPU supports it) | bf16 | fp32.")
+    batching: str = _f("length_grouped", "length_grouped (dynamic padding, less waste) | random.")
+    eval_every: int = _f(0, "Validate every N optimizer steps (0 = only at epoch ends).")
+    save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = at each evaluation).")
+    keep_checkpoints: int = _f(2, "How many step checkpoints to keep.")
+    early_stopping: EarlyStoppingConfig = _f(None, "Stop when the validation metric stops improving.")
+    resume: bool = _f(False, "Continue from the latest checkpoint in output_dir.")
+    num_threads: int | None = _f(None, "torch intra-op threads; default = physical cores.")
+    progress: bool = _f(True, "Show a progress bar.")
+    log_every: int = _f(10, "Write train loss to metrics.jsonl every N steps.")
+
+    def __post_init__(self) -> None:
+        if self.early_stopping is None:
+            self.early_stopping = EarlyStoppingConfig()
+
+
+@dataclass
+class FreezeConfig:
+    policy: str = _f("full", "full (train all) | top_k | head_only | bitfit.")
+    k: int = _f(2, "For top_k: how many of the top transformer layers train.")
+
+
+@dataclass
+class PeftConfig:
+    method: str | None = _f(None, "lora | adalora | ia3 | prefix_tuning | prompt_tuning | p_tuning | adapter.")
+    r: int = _f(8, "LoRA rank (initial rank for AdaLoRA).")
+    alpha: int = _f(16, "LoRA scaling alpha.")
+    dropout: float = _f(0.1, "Dropout inside the adapter.")
+    target_modules: list[str] | None = _f(None, "Module names to adapt; a per-architecture default when unset.")
+    num_virtual_tokens: int = _f(20, "Prefix/prompt length for prompt-learning methods.")
+    target_r: int = _f(4, "AdaLoRA: average target rank.")
+    adapter_size: int = _f(64, "Bottleneck adapter width.")
+    adapter_kind: str = _f("pfeiffer", "Bottleneck adapter placement: pfeiffer | houlsby.")
+
+
+@dataclass
+class EvalConfig:
+    baselines: list[str] = _f(["majority", "zero_shot"], "Baselines scored on the test split next to the tuned model.")
+    batch_size: int = _f(64, "Batch size for evaluation and prediction.")
+
+
+@dataclass
+class RunConfig:
+    model: str = _f("minilm", "minilm | smollm2 | a local path | a hub id.")
+    task: str = _f("classification", "Task name from the task registry.")
+    output_dir: str = _f("runs/run", "Run directory: config, checkpoints, metrics, report.")
+    seed: int = _f(42, "Seed for splits, initialisation, shuffling and dropout.")
+    data: DataConfig = _f(None, "Input files and columns.")
+    head: HeadConfig = _f(None, "Task head.")
+    loss: LossConfig = _f(None, "Loss options.")
+    train: TrainConfig = _f(None, "Optimisation and loop.")
+    freeze: FreezeConfig = _f(None, "Which parameters train.")
+    peft: PeftConfig = _f(None, "Parameter-efficient fine-tuning.")
+    eval: EvalConfig = _f(None, "Evaluation and baselines.")
+    source: str | None = field(default=None, metadata={"help": "The YAML file this came from.", "internal": True})
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) is None and _is_section(f.type):
+                setattr(self, f.name, _section_type(f.type)())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _section_type(tp: Any) -> type:
+    if isinstance(tp, str):
+        return globals()[tp.split("|")[0].strip()]
+    return tp
+
+
+def _is_section(tp: Any) -> bool:
+    name = tp if isinstance(tp, str) else getattr(tp, "__name__", "")
+    return isinstance(name, str) and name.split("|")[0].strip().endswith("Config")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against a type hint, converting int→float and str numbers where YAML left them."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} does not fit {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("NoneType", "null")
+
+
+def _build(cls: type, raw: dict[str, Any], where: str = "") -> Any:
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown field; known: {', '.join(sorted(fields))}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-5"`` → (["train", "lr"], 3e-5). Values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, _, raw = text.partition("=")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)
+    return key.strip().split("."), value
+
+
+def _looks_numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _set_path(d: dict[str, Any], keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"{'.'.join(keys)}: {k} is not a section")
+    d[keys[-1]] = value
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str | None = None) -> RunConfig:
+    """Build a checked ``RunConfig`` from a mapping plus ``a.b=v`` overrides.
+
+    >>> config_from_dict({"task": "classification"}, ["train.lr=1e-4"]).train.lr
+    0.0001
+    """
+    raw = _deep_copy(raw or {})
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        _set_path(raw, keys, value)
+    # YAML reads 5e-5 as a string; the type pass turns it into a float where a float is expected.
+    try:
+        cfg = _build(RunConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+    cfg.source = source
+    _validate(cfg)
+    return cfg
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+_CHOICES = {
+    ("train", "optimizer"): ("adamw", "sgd"),
+    ("train", "scheduler"): ("linear", "cosine", "constant"),
+    ("train", "precision"): ("auto", "bf16", "fp32"),
+    ("train", "batching"): ("length_grouped", "random"),
+    ("freeze", "policy"): ("full", "top_k", "head_only", "bitfit"),
+    ("head", "pooling"): ("auto", "mean", "cls", "last"),
+    ("train.early_stopping", "mode"): ("max", "min"),
+}
+
+
+def _validate(cfg: RunConfig) -> None:
+    for (section, name), choices in _CHOICES.items():
+        obj: Any = cfg
+        for part in section.split("."):
+            obj = getattr(obj, part)
+        value = getattr(obj, name)
+        if value not in choices:
+            raise ConfigError(f"{section}.{name}: {value!r} is not one of {', '.join(choices)}")
+    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
+        raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+    if not 0 <= cfg.data.split.validation < 1 or not 0 <= cfg.data.split.test < 1:
+        raise ConfigError("data.split.validation and data.split.test must be in [0, 1)")
+    if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "auto":
+        raise ConfigError(f"loss.class_weights: {cfg.loss.class_weights!r}; use null, 'auto' or a list of numbers")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config; relative data paths are resolved against the config file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    cfg = config_from_dict(raw, overrides, source=str(path))
+    _resolve_paths(cfg, path.parent)
+    return cfg
+
+
+def _resolve_paths(cfg: RunConfig, base: Path) -> None:
+    """Data paths in a config are relative to the config file, so configs work from any working directory."""
+    for name in ("train", "validation", "test"):
+        value = getattr(cfg.data, name)
+        if value and not Path(value).is_absolute():
+            candidate = (base / value).resolve()
+            if candidate.exists() or not Path(value).exists():
+                setattr(cfg.data, name, str(candidate))
+            else:
+                setattr(cfg.data, name, str(Path(value).resolve()))
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from tuneforge.io_utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every field, for ``tuneforge config --help``-style docs."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        key = f"{prefix}{f.name}"
+        tp = _hints(cls)[f.name]
+        sub = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        if sub:
+            out.extend(describe_fields(sub[0], key + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            out.append((key, repr(default), f.metadata.get("help", "")))
+    return out

@@ -1,0 +1,1 @@
+"""Data layer: readers, splits and the split audit."""

@@ -1,0 +1,175 @@
+"""Split audit: do train/validation/test share one distribution? Labels, lengths, duplicates, leakage."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2_contingency
+
+Example = dict[str, Any]
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def normalise(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def shingles(text: str, n: int = 3) -> set[str]:
+    words = normalise(text).split()
+    if len(words) < n:
+        return {" ".join(words)} if words else set()
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def label_distribution(labels: Sequence[Any]) -> dict[str, int]:
+    return dict(sorted(Counter(str(lab) for lab in labels).items()))
+
+
+def divergence(train: dict[str, int], other: dict[str, int]) -> dict[str, float | None]:
+    """Jensen-Shannon divergence (base 2, 0 = same, 1 = disjoint) and a chi-square homogeneity p-value."""
+    labels = sorted(set(train) | set(other))
+    a = np.array([train.get(lab, 0) for lab in labels], dtype=float)
+    b = np.array([other.get(lab, 0) for lab in labels], dtype=float)
+    if a.sum() == 0 or b.sum() == 0:
+        return {"js_divergence": None, "chi2_p_value": None}
+    js = float(jensenshannon(a / a.sum(), b / b.sum(), base=2) ** 2)
+    keep = (a + b) > 0
+    p = None
+    if keep.sum() > 1:
+        p = float(chi2_contingency(np.stack([a[keep], b[keep]]))[1])
+    return {"js_divergence": round(js, 6), "chi2_p_value": p}
+
+
+def percentiles(values: Sequence[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {"min": int(arr.min()), "p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
+            "p99": float(np.percentile(arr, 99)), "max": int(arr.max()), "mean": round(float(arr.mean()), 2)}
+
+
+def near_duplicates(train_texts: Sequence[str], other_texts: Sequence[str], threshold: float,
+                    max_candidates: int = 20) -> list[tuple[int, int, float]]:
+    """Pairs (other_idx, train_idx, jaccard) whose word 3-shingle Jaccard ≥ threshold, exact copies excluded.
+
+    Candidates come from an inverted index over shingles, so this is fast for tens of thousands of texts.
+    """
+    train_sh = [shingles(t) for t in train_texts]
+    df: Counter[str] = Counter()
+    for s in train_sh:
+        df.update(s)
+    index: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(train_sh):
+        for g in s:
+            if df[g] <= 50:  # very common shingles say nothing about duplication
+                index[g].append(i)
+    out = []
+    for j, text in enumerate(other_texts):
+        s = shingles(text)
+        if not s:
+            continue
+        hits: Counter[int] = Counter()
+        for g in s:
+            hits.update(index.get(g, ()))
+        best = (0.0, -1)
+        for i, _ in hits.most_common(max_candidates):
+            t = train_sh[i]
+            jac = len(s & t) / len(s | t)
+            if jac > best[0]:
+                best = (jac, i)
+        if best[0] >= threshold and normalise(text) != normalise(train_texts[best[1]]):
+            out.append((j, best[1], round(best[0], 4)))
+    return out
+
+
+def audit_splits(splits: dict[str, list[Example]], text_of: Callable[[Example], str],
+                 labels_of: Callable[[Example], list[str]], count_tokens: Callable[[list[str]], list[int]] | None,
+                 max_length: int | None = None, near_dup_threshold: float = 0.9,
+                 bad_rows: list[dict[str, Any]] | None = None, examples_shown: int = 5) -> dict[str, Any]:
+    """Audit report for a dict of splits. ``labels_of`` returns a list (one item for single-label tasks)."""
+    report: dict[str, Any] = {"splits": {}, "warnings": []}
+    warnings: list[str] = report["warnings"]
+    train = splits.get("train", [])
+    train_labels = label_distribution([lab for ex in train for lab in labels_of(ex)])
+    train_texts = [text_of(ex) for ex in train]
+    train_norm = {normalise(t): i for i, t in enumerate(train_texts)}
+    for name, exs in splits.items():
+        texts = [text_of(ex) for ex in exs]
+        dist = label_distribution([lab for ex in exs for lab in labels_of(ex)])
+        lengths = count_tokens(texts) if count_tokens else [len(t.split()) for t in texts]
+        norm = [normalise(t) for t in texts]
+        within = len(norm) - len(set(norm))
+        info: dict[str, Any] = {
+            "count": len(exs),
+            "label_distribution": dist,
+            "length_tokens": percentiles(lengths),
+            "duplicates_within": within,
+        }
+        if max_length:
+            over = sum(1 for n in lengths if n > max_length)
+            info["truncated"] = {"count": over, "share": round(over / max(1, len(lengths)), 4),
+                                 "max_length": max_length}
+            if over:
+                warnings.append(f"{name}: {over} of {len(exs)} examples exceed max_length={max_length} "
+                                f"tokens and will be truncated")
+        if within:
+            warnings.append(f"{name}: {within} exact duplicate texts within the split")
+        if name != "train":
+            info["divergence_from_train"] = divergence(train_labels, dist)
+            unseen = sorted(set(dist) - set(train_labels))
+            info["labels_unseen_in_train"] = unseen
+            if unseen:
+                warnings.append(f"{name}: {len(unseen)} labels never seen in train: {unseen[:10]}")
+            exact = [(j, train_norm[n]) for j, n in enumerate(norm) if n in train_norm]
+            near = near_duplicates(train_texts, texts, near_dup_threshold)
+            info["leakage"] = {
+                "exact_in_train": len(exact),
+                "near_in_train": len(near),
+                "near_threshold": near_dup_threshold,
+                "examples": [{"text": texts[j], "train_text": train_texts[i]} for j, i in exact[:examples_shown]]
+                + [{"text": texts[j], "train_text": train_texts[i], "jaccard": s}
+                   for j, i, s in near[:examples_shown]],
+            }
+            if exact:
+                warnings.append(f"{name}: {len(exact)} texts also appear in train (exact, after normalising)")
+            if near:
+                warnings.append(f"{name}: {len(near)} near-duplicates of train texts (Jaccard ≥ {near_dup_threshold})")
+            js = info["divergence_from_train"]["js_divergence"]
+            if js is not None and js > 0.05:
+                warnings.append(f"{name}: label distribution differs from train (JS divergence {js:.3f})")
+        report["splits"][name] = info
+    if train_labels:
+        counts = list(train_labels.values())
+        report["imbalance_ratio"] = round(max(counts) / max(1, min(counts)), 3)
+        report["num_labels"] = len(train_labels)
+    report["bad_rows"] = {"count": len(bad_rows or []), "rows": (bad_rows or [])[:100]}
+    if bad_rows:
+        warnings.append(f"{len(bad_rows)} malformed rows were skipped (data.skip_bad_rows=true); see bad_rows")
+    return report
+
+
+def format_audit(report: dict[str, Any]) -> str:
+    """A short human-readable summary of an audit report."""
+    lines = ["split        count  labels  tok p50/p90/max  JS-div   chi2-p   exact-leak  near-leak"]
+    for name, info in report["splits"].items():
+        ln = info["length_tokens"] or {}
+        div = info.get("divergence_from_train", {})
+        leak = info.get("leakage", {})
+        js = div.get("js_divergence")
+        p = div.get("chi2_p_value")
+        lines.append(
+            f"{name:<11} {info['count']:>6}  {len(info['label_distribution']):>6}  "
+            f"{ln.get('p50', 0):>5.0f}/{ln.get('p90', 0):>4.0f}/{ln.get('max', 0):>4}  "
+            f"{'-' if js is None else f'{js:.4f}':>7}  {'-' if p is None else f'{p:.3f}':>7}  "
+            f"{leak.get('exact_in_train', '-'):>10}  {leak.get('near_in_train', '-'):>9}")
+    if "imbalance_ratio" in report:
+        lines.append(f"labels: {report['num_labels']}, imbalance ratio (max/min train count): {report['imbalance_ratio']}")
+    lines.append(f"bad rows skipped: {report['bad_rows']['count']}")
+    for w in report["warnings"]:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""From the data config to validated train/validation/test examples: read, parse, split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneforge.data.readers import BadRows, DataError, ReadOptions, read_file
+from tuneforge.data.split import stratified_split
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class LoadedData:
+    splits: dict[str, list[dict[str, Any]]]
+    files: dict[str, str | None]
+    bad_rows: list[dict[str, Any]] = field(default_factory=list)
+    carved: list[str] = field(default_factory=list)  # which splits were cut from the train file
+
+
+def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
+    """Read the configured files with ``task.parse`` and carve missing validation/test splits from train.
+
+    ``data`` is the ``data`` config section. Carved splits are stratified on ``task.stratify_key``.
+    """
+    if not data.train:
+        raise DataError("<config>", None, "data.train is not set", field="data.train")
+    bad = BadRows(skip=data.skip_bad_rows)
+    opts = ReadOptions(encoding=data.encoding, line_delimiter=data.line_delimiter,
+                       text_column=data.text_column, label_column=data.label_column)
+    files = {name: getattr(data, name) for name in SPLITS}
+    parsed = {name: task.parse(read_file(path, data.format, opts, bad), bad)
+              for name, path in files.items() if path}
+    for name, examples in parsed.items():
+        if not examples:
+            raise DataError(files[name], None, f"no usable examples in the {name} split")
+    missing = {name: getattr(data.split, name) for name in ("validation", "test") if name not in parsed}
+    missing = {k: v for k, v in missing.items() if v > 0}
+    splits = dict(parsed)
+    if missing:
+        key = task.stratify_key if data.split.stratify else None
+        carved = stratified_split(parsed["train"], missing, seed, key=key)
+        splits.update(carved)
+    if data.limit:
+        splits["train"] = splits["train"][: data.limit]
+    return LoadedData({k: splits[k] for k in SPLITS if k in splits}, files, bad.rows, list(missing))

@@ -1,0 +1,1 @@
+"""Evaluation: batched prediction over features, metrics, and the before/after report."""

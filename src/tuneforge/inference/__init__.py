@@ -1,0 +1,1 @@
+"""Inference: the Predictor shared by the CLI and the HTTP server."""

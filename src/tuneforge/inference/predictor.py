@@ -1,0 +1,68 @@
+"""``Predictor``: load a run directory once, predict many inputs (sorted by length, batched, inference_mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.build import build_model
+from tuneforge.config import RunConfig, load_config
+from tuneforge.evaluation.evaluate import predict_features
+from tuneforge.models import load_tokenizer, resolve_model
+from tuneforge.runner import make_task, set_threads, task_state
+from tuneforge.training.checkpoint import list_checkpoints, load_weights
+from tuneforge.training.precision import resolve_precision
+
+
+class Predictor:
+    """Predictions from a finished (or interrupted) run.
+
+    >>> # p = Predictor.from_run_dir("runs/banking77_demo"); p.predict(["my card has not arrived"])[0]["label"]
+    """
+
+    def __init__(self, cfg: RunConfig, task: Any, model: torch.nn.Module, batch_size: int = 64,
+                 dtype: torch.dtype | None = None):
+        self.cfg, self.task, self.model = cfg, task, model.eval()
+        self.batch_size, self.dtype = batch_size, dtype
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, batch_size: int | None = None, precision: str = "auto") -> Predictor:
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir} is not a TuneForge run directory (no config.yaml)")
+        cfg = load_config(run_dir / "config.yaml")
+        set_threads(cfg.train.num_threads)
+        resolved = resolve_model(cfg.model)
+        tokenizer = load_tokenizer(str(run_dir / "tokenizer")) if (run_dir / "tokenizer").is_dir() \
+            else load_tokenizer(resolved.path)
+        task = make_task(cfg, resolved)
+        task.load_state(task_state(run_dir), tokenizer)
+        built = build_model(task, resolved, None, cfg.freeze.policy, cfg.freeze.k, cfg.peft)
+        weights = run_dir / "best"
+        if not (weights / "model.safetensors").is_file():
+            found = list_checkpoints(run_dir / "checkpoints")
+            if not found:
+                raise FileNotFoundError(f"{run_dir} has no best/ weights and no checkpoints")
+            weights = found[-1]
+        load_weights(built.model, weights)
+        dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else None
+        return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, dtype)
+
+    def predict_raw(self, items: Iterable[str | dict[str, Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
+        examples = [self.task.parse_input(item) for item in items]
+        features = [self.task.encode(ex) for ex in examples]
+        return predict_features(self.model, self.task, features, self.batch_size, self.dtype), examples
+
+    def predict(self, items: Iterable[str | dict[str, Any]]) -> list[dict[str, Any]]:
+        """One dict per input: for classification ``{"label", "score", "scores"}``."""
+        preds, examples = self.predict_raw(items)
+        return [self.task.format_prediction(p, ex) for p, ex in zip(preds, examples)]
+
+    def evaluate(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Metrics on labelled examples (already parsed by the task)."""
+        features = [self.task.encode(ex) for ex in examples]
+        preds = predict_features(self.model, self.task, features, self.batch_size, self.dtype)
+        return self.task.metrics(preds, examples)

@@ -1,0 +1,174 @@
+"""One run end to end: config → data + audit → baselines → fit → test → report, in a run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.build import build_model
+from tuneforge.config import RunConfig, save_config
+from tuneforge.data.audit import audit_splits, format_audit
+from tuneforge.data.load import LoadedData, load_splits
+from tuneforge.evaluation.evaluate import predict_features
+from tuneforge.evaluation.report import build_report, comparison_table, write_report
+from tuneforge.io_utils import atomic_write_json
+from tuneforge.meta import build_meta
+from tuneforge.models import ResolvedModel, load_backbone, load_tokenizer, resolve_model
+from tuneforge.tasks.base import Task, TaskContext, build_task
+from tuneforge.training.loop import fit
+from tuneforge.training.precision import resolve_precision
+from tuneforge.training.steps import steps_per_epoch
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: dict[str, Any]
+
+
+def set_threads(n: int | None) -> None:
+    """Default to one intra-op thread per core; oversubscription costs more than it gives on small CPUs."""
+    torch.set_num_threads(n or max(1, (os.cpu_count() or 1)))
+
+
+def make_task(cfg: RunConfig, resolved: ResolvedModel) -> Task:
+    return build_task(cfg.task, TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind=resolved.kind))
+
+
+def run_audit(cfg: RunConfig, task: Task, data: LoadedData, tokenizer: Any) -> dict[str, Any]:
+    text_of, labels_of = task.audit_view()
+
+    def count_tokens(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+
+    report = audit_splits(data.splits, text_of, labels_of, count_tokens, max_length=cfg.data.max_length,
+                          near_dup_threshold=cfg.data.near_duplicate_threshold, bad_rows=data.bad_rows)
+    report["carved_from_train"] = data.carved
+    return report
+
+
+def audit(cfg: RunConfig) -> dict[str, Any]:
+    """``tuneforge data audit``: read and split the data, and report distributions without training."""
+    resolved = resolve_model(cfg.model)
+    task = make_task(cfg, resolved)
+    data = load_splits(cfg.data, task, cfg.seed)
+    return run_audit(cfg, task, data, load_tokenizer(resolved.path))
+
+
+def mean_pooled_embedder(location: str, tokenizer: Any, batch_size: int = 64):
+    """Sentence embeddings from the untuned backbone (mean over real tokens): the zero-shot baseline's encoder."""
+    from tuneforge.tasks.classification.head import pool
+
+    model = load_backbone(location).eval()
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = [None] * len(texts)
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=256,
+                                return_tensors="pt")
+                h = model(**{k: v for k, v in enc.items() if k != "token_type_ids" or "bert" in
+                             model.config.model_type}).last_hidden_state  # (B, T, H)
+                for i, v in zip(idx, pool(h, enc["attention_mask"], "mean")):
+                    out[i] = v
+        return torch.stack(out)  # (N, H)
+
+    return embed
+
+
+def train(cfg: RunConfig) -> RunResult:
+    """Run the whole workflow for ``cfg`` and return the report. Only rank 0 writes the run directory."""
+    from accelerate import Accelerator
+
+    set_threads(cfg.train.num_threads)
+    precision = resolve_precision(cfg.train.precision)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision="bf16" if precision == "bf16" else "no")
+    main = accelerator.is_main_process
+    run_dir = Path(cfg.output_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.train.resume:
+            for stale in ("metrics.jsonl", "report.json", "report.md"):
+                (run_dir / stale).unlink(missing_ok=True)
+
+    resolved = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(resolved.path)
+    task = make_task(cfg, resolved)
+    data = load_splits(cfg.data, task, cfg.seed)
+    audit_report = run_audit(cfg, task, data, tokenizer)
+    task.setup(data.splits["train"], tokenizer)
+    if main:
+        print(format_audit(audit_report))
+        save_config(cfg, run_dir / "config.yaml")
+        atomic_write_json(run_dir / "audit.json", audit_report)
+        atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+        atomic_write_json(run_dir / "meta.json", build_meta(
+            data.files, cfg.seed, {"name": cfg.model, "path": resolved.path, "kind": resolved.kind}, precision,
+            accelerator.num_processes))
+
+    features = {name: [task.encode(ex) for ex in exs] for name, exs in data.splits.items()}  # tokenised once
+    test_name = "test" if "test" in data.splits else "validation"
+    test_examples = data.splits.get(test_name, [])
+
+    # before: baselines on the frozen test split, with the untuned backbone
+    embed = mean_pooled_embedder(resolved.path, tokenizer) if "zero_shot" in cfg.eval.baselines else None
+    baseline_preds = task.baselines(cfg.eval.baselines, data.splits["train"], test_examples, embed)
+    baselines = {name: task.metrics(preds, test_examples) for name, preds in baseline_preds.items()}
+    del embed
+
+    n_batches = -(-len(features["train"]) // cfg.train.batch_size)
+    n_steps = cfg.train.max_steps or int(steps_per_epoch(n_batches, cfg.train.grad_accum) * cfg.train.epochs)
+    built = build_model(task, resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft, n_steps)
+    if main:
+        p = built.parameters
+        print(f"trainable parameters: {p['trainable']:,} of {p['total']:,} "
+              f"({100 * p['trainable'] / max(1, p['total']):.2f}%)")
+
+    val_name = "validation" if "validation" in data.splits else test_name
+    result = fit(built.model, task, features["train"], features[val_name], data.splits[val_name], cfg.train,
+                 cfg.seed, run_dir, accelerator=accelerator, step_hooks=built.step_hooks,
+                 eval_batch_size=cfg.eval.batch_size)
+
+    # after: the tuned model (best checkpoint) on every split we have, test included
+    model = accelerator.unwrap_model(built.model)
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    metrics = {}
+    for name in ("validation", "test"):
+        if name in data.splits:
+            preds = predict_features(model, task, features[name], cfg.eval.batch_size, dtype)
+            metrics[name] = task.metrics(preds, data.splits[name])
+    report = build_report(task.name, cfg.model, task.main_metric, metrics, baselines, {
+        "test_split": test_name,
+        "training": {"steps": result.global_step, "best_step": result.best_step, "best_validation": result.best_metric,
+                     "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 1),
+                     "samples_per_second": round(result.samples_per_second, 1), "precision": precision,
+                     "trainable_parameters": built.parameters["trainable"],
+                     "total_parameters": built.parameters["total"], "world_size": accelerator.num_processes},
+        "audit_warnings": audit_report["warnings"],
+    })
+    if main:
+        write_report(run_dir, report)
+        print(f"\nBefore/after fine-tuning on the {test_name} split ({len(test_examples)} examples):")
+        print(comparison_table(report, test_name))
+        print(f"\nrun directory: {run_dir}")
+    accelerator.wait_for_everyone()
+    return RunResult(run_dir, report)
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    from tuneforge.config import load_config
+
+    return load_config(Path(run_dir) / "config.yaml")
+
+
+def task_state(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "task.json").read_text())["state"]

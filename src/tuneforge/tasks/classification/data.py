@@ -1,0 +1,97 @@
+"""Classification records → examples (text, optional pair, labels) → token features → padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from tuneforge.data.readers import LOC, BadRows, DataError, Record, split_loc
+
+Example = dict[str, Any]
+
+
+def _fail(rec: Record, field: str, message: str) -> DataError:
+    path, line = split_loc(rec.get(LOC, "?:?"))
+    return DataError(path, line, message, field=field)
+
+
+def parse_labels(value: Any, multi_label: bool, delimiter: str | None) -> list[str]:
+    """A label cell → list of label strings. Multi-label cells are lists or delimited strings."""
+    if isinstance(value, list):
+        labels = [str(v).strip() for v in value]
+    elif multi_label and delimiter and isinstance(value, str):
+        labels = [p.strip() for p in value.split(delimiter)]
+    else:
+        labels = [str(value).strip()]
+    return [lab for lab in labels if lab]
+
+
+def parse_records(records: list[Record], text_col: str, pair_col: str | None, label_col: str,
+                  multi_label: bool, delimiter: str | None, bad: BadRows) -> list[Example]:
+    """Validate columns row by row; every problem names the file, line and field."""
+    out: list[Example] = []
+    for rec in records:
+        try:
+            out.append(_parse_one(rec, text_col, pair_col, label_col, multi_label, delimiter))
+        except DataError as e:
+            bad.report(e)
+    return out
+
+
+def _parse_one(rec: Record, text_col: str, pair_col: str | None, label_col: str, multi_label: bool,
+               delimiter: str | None) -> Example:
+    columns = [c for c in rec if c != LOC]
+    for col in (text_col, pair_col, label_col):
+        if col and col not in rec:
+            raise _fail(rec, col, f"missing column {col!r}; columns here: {', '.join(columns)}")
+    text = rec[text_col]
+    if not isinstance(text, str) or not text.strip():
+        raise _fail(rec, text_col, "empty text" if isinstance(text, str) or text is None
+                    else f"text must be a string, got {type(text).__name__}")
+    ex: Example = {"text": text.strip(), LOC: rec.get(LOC)}
+    if pair_col:
+        pair = rec[pair_col]
+        if not isinstance(pair, str) or not pair.strip():
+            raise _fail(rec, pair_col, "empty second text")
+        ex["text_pair"] = pair.strip()
+    value = rec[label_col]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise _fail(rec, label_col, "empty label")
+    labels = parse_labels(value, multi_label, delimiter)
+    if not labels:
+        raise _fail(rec, label_col, "empty label")
+    if not multi_label and len(labels) > 1:
+        raise _fail(rec, label_col, f"{len(labels)} labels in a single-label task; set data.multi_label=true")
+    ex["labels"] = labels
+    return ex
+
+
+def encode(ex: Example, tokenizer: Any, label_index: dict[str, int], multi_label: bool, max_length: int) -> dict:
+    enc = tokenizer(ex["text"], ex.get("text_pair"), truncation=True, max_length=max_length)
+    feat = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    feat["length"] = len(enc["input_ids"])
+    known = [label_index[lab] for lab in ex.get("labels", ()) if lab in label_index]
+    if multi_label:
+        feat["labels"] = known
+    else:
+        feat["labels"] = known[0] if known else -100  # unseen label: evaluated as wrong, never trained on
+    return feat
+
+
+def collate(features: Sequence[dict], pad_id: int, num_labels: int, multi_label: bool) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence in the batch (dynamic padding)."""
+    width = max(f["length"] for f in features)
+    batch: dict[str, torch.Tensor] = {}
+    for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+        if key in features[0]:
+            batch[key] = torch.tensor([f[key] + [pad] * (width - f["length"]) for f in features])
+    if multi_label:
+        target = torch.zeros(len(features), num_labels)
+        for i, f in enumerate(features):
+            target[i, f["labels"]] = 1.0
+        batch["labels"] = target
+    else:
+        batch["labels"] = torch.tensor([f["labels"] for f in features])
+    return batch

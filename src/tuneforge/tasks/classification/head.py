@@ -1,0 +1,51 @@
+"""Classification model: a pretrained body, a pooling step and a linear layer over the pooled vector."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, T, H) token states → (B, H). ``mean`` over real tokens, ``cls`` = first token, ``last`` = last real one."""
+    if how == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "last":
+        last = mask.long().sum(1) - 1  # right padding: index of the last real token
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+class SequenceClassifier(nn.Module):
+    """``backbone`` (an ``AutoModel``) → pool → dropout → linear. Returns ``{"logits": (B, num_labels)}``."""
+
+    def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(backbone.config.hidden_size, num_labels)
+        nn.init.normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(**kwargs).last_hidden_state  # (B, T, H)
+        return pool(hidden, attention_mask, self.pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, **_: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled = self.features(input_ids, attention_mask, token_type_ids)
+        return {"logits": self.classifier(self.dropout(pooled))}
+
+
+def default_pooling(model_kind: str, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "last" if model_kind == "decoder" else "mean"

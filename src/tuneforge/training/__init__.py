@@ -1,0 +1,1 @@
+"""Training: the fit loop, its tested maths, optimisers, freezing and checkpoints."""

@@ -1,0 +1,64 @@
+"""Optimiser and schedule builders: AdamW/SGD, no decay on bias/LayerNorm, linear/cosine/constant warmup."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NO_DECAY_HINTS = ("bias", "layernorm", "layer_norm", "ln_", "norm.weight", "rmsnorm")
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float, head_lr: float | None,
+                 head_prefixes: tuple[str, ...] = ("classifier", "head", "qa_outputs")) -> list[dict]:
+    """Split trainable parameters into decay / no-decay groups (and a head group when ``head_lr`` is set)."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lname = name.lower()
+        no_decay = p.ndim < 2 or any(h in lname for h in NO_DECAY_HINTS)
+        is_head = head_lr is not None and name.split(".")[0] in head_prefixes
+        groups.setdefault((no_decay, is_head), []).append(p)
+    out = []
+    for (no_decay, is_head), params in sorted(groups.items()):
+        out.append({"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
+                    "lr": head_lr if is_head else lr})
+    return out
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, head_lr: float | None = None,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay, lr, head_lr)
+    if not groups:
+        raise ValueError("no trainable parameters: check freeze.policy and peft.method")
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; known: adamw, sgd")
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    """Multiplier on the peak lr at optimizer step ``s`` (0-based)."""
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        progress = min(max(progress, 0.0), 1.0)
+        if kind == "linear":
+            return 1.0 - progress
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        raise ValueError(f"unknown scheduler {kind!r}; known: linear, cosine, constant")
+
+    return f
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup_ratio: float, total: int):
+    warmup = int(round(warmup_ratio * total))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(kind, warmup, total))
