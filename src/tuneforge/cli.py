@@ -132,7 +132,22 @@ def _data(args: argparse.Namespace) -> int:
 register_command("data", "data tools: `tuneforge data audit CONFIG`", _data_args, _data)
 
 
+def _load_command_modules() -> None:
+    """Commands that live in ``tuneforge/commands/*.py`` (serve, export, compare, chat, ...)."""
+    import importlib
+    import pkgutil
+
+    import tuneforge.commands as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"tuneforge.commands.{info.name}")
+        if not getattr(module, "_registered", False):
+            module.register(register_command)
+            module._registered = True
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _load_command_modules()
     parser = argparse.ArgumentParser(prog="tuneforge", description="Supervised fine-tuning: one config, one CLI.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_, setup, _) in COMMANDS.items():

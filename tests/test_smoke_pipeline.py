@@ -1,0 +1,45 @@
+"""End to end on a tiny random BERT: train → report → predict, from a config."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from tuneforge.config import config_from_dict
+from tuneforge.inference.predictor import Predictor
+from tuneforge.runner import train
+
+
+def write_toy_csv(path: Path, n: int = 120, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    pos = ["good", "great", "love"]
+    neg = ["bad", "terrible", "hate"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for i in range(n):
+            label = "positive" if i % 2 else "negative"
+            words = rng.sample(pos if label == "positive" else neg, 2) + rng.sample(["the", "movie", "film", "it"], 2)
+            rng.shuffle(words)
+            w.writerow([" ".join(words), label])
+
+
+def test_train_report_predict(tiny_bert_dir, tmp_path):
+    data = tmp_path / "toy.csv"
+    write_toy_csv(data)
+    cfg = config_from_dict({
+        "model": str(tiny_bert_dir), "output_dir": str(tmp_path / "run"), "seed": 1,
+        "data": {"train": str(data), "split": {"validation": 0.2, "test": 0.2}},
+        "train": {"epochs": 8, "batch_size": 8, "lr": 3e-3, "progress": False, "precision": "fp32"},
+        "eval": {"baselines": ["majority"]},
+    })
+    result = train(cfg)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["metrics"]["test"]["accuracy"] > report["baselines"]["majority"]["accuracy"]
+    assert 0 <= report["metrics"]["test"]["macro_f1"] <= 1
+    for name in ("config.yaml", "meta.json", "audit.json", "metrics.jsonl", "report.md", "best/model.safetensors"):
+        assert (result.run_dir / name).exists(), name
+    preds = Predictor.from_run_dir(result.run_dir).predict(["great love film", "terrible bad movie"])
+    assert [p["label"] for p in preds] == ["positive", "negative"]
