@@ -37,7 +37,8 @@ def set_threads(n: int | None) -> None:
 
 
 def make_task(cfg: RunConfig, resolved: ResolvedModel) -> Task:
-    return build_task(cfg.task, TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind=resolved.kind))
+    return build_task(cfg.task, TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind=resolved.kind,
+                                            span=cfg.span))
 
 
 def run_audit(cfg: RunConfig, task: Task, data: LoadedData, tokenizer: Any) -> dict[str, Any]:
@@ -86,6 +87,7 @@ def mean_pooled_embedder(location: str, tokenizer: Any, batch_size: int = 64):
 def train(cfg: RunConfig) -> RunResult:
     """Run the whole workflow for ``cfg`` and return the report. Only rank 0 writes the run directory."""
     from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
     set_threads(cfg.train.num_threads)
     precision = resolve_precision(cfg.train.precision)
@@ -125,6 +127,7 @@ def train(cfg: RunConfig) -> RunResult:
     baselines = {name: task.metrics(preds, test_examples) for name, preds in baseline_preds.items()}
     del embed
 
+    set_seed(cfg.seed)  # the new head's initialisation must not depend on what ran before
     n_batches = -(-len(features["train"]) // cfg.train.batch_size)
     n_steps = cfg.train.max_steps or int(steps_per_epoch(n_batches, cfg.train.grad_accum) * cfg.train.epochs)
     built = build_model(task, resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft, n_steps)

@@ -170,6 +170,8 @@ def format_audit(report: dict[str, Any]) -> str:
     if "imbalance_ratio" in report:
         lines.append(f"labels: {report['num_labels']}, imbalance ratio (max/min train count): {report['imbalance_ratio']}")
     lines.append(f"bad rows skipped: {report['bad_rows']['count']}")
+    for row in report["bad_rows"]["rows"][:5]:
+        lines.append(f"  skipped: {row['reason']}")
     for w in report["warnings"]:
         lines.append(f"warning: {w}")
     return "\n".join(lines)

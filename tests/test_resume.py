@@ -1,0 +1,77 @@
+"""Exact resume: SIGKILL mid-training, resume=true, and the final weights equal an uninterrupted run's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from tests.test_smoke_pipeline import write_toy_csv
+
+
+def config(tmp_path: Path, model: Path, data: Path, out: str) -> Path:
+    cfg = {
+        "model": str(model), "output_dir": str(tmp_path / out), "seed": 5,
+        "data": {"train": str(data), "split": {"validation": 0.1, "test": 0.1}},
+        "train": {"epochs": 3, "batch_size": 4, "grad_accum": 2, "lr": 1e-3, "save_every": 5, "eval_every": 30,
+                  "progress": False, "precision": "fp32", "keep_checkpoints": 3, "num_threads": 1,
+                  "early_stopping": {"patience": None}},
+        "eval": {"baselines": ["majority"]},
+    }
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(cfg: Path, *extra: str, kill_after: Path | None = None) -> int:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", str(cfg), *extra], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if kill_after is not None:
+        deadline = time.time() + 120
+        while not kill_after.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    if kill_after is None and proc.returncode != 0:
+        raise AssertionError(err.decode()[-3000:])
+    return proc.returncode
+
+
+def final_weights(run_dir: Path) -> dict:
+    steps = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return load_file(str(steps[-1] / "model.safetensors")), steps[-1].name
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_bert_dir, tmp_path):
+    data = tmp_path / "toy.csv"
+    write_toy_csv(data, n=400)
+    straight = config(tmp_path, tiny_bert_dir, data, "straight")
+    broken = config(tmp_path, tiny_bert_dir, data, "broken")
+    run(straight)
+
+    rc = run(broken, kill_after=tmp_path / "broken" / "checkpoints" / "step-40" / "progress.json")
+    assert rc == -signal.SIGKILL
+    assert not (tmp_path / "broken" / "report.json").exists(), "the run finished before it could be killed"
+    run(broken, "resume=true")
+
+    a, name_a = final_weights(tmp_path / "straight")
+    b, name_b = final_weights(tmp_path / "broken")
+    assert name_a == name_b
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= 1e-6, f"max abs diff {worst}"
+    # metrics after resume continue the same history
+    ra = (tmp_path / "straight" / "report.json").read_text()
+    rb = (tmp_path / "broken" / "report.json").read_text()
+    import json
+
+    assert json.loads(ra)["metrics"]["test"]["accuracy"] == json.loads(rb)["metrics"]["test"]["accuracy"]

@@ -1,0 +1,78 @@
+"""The loop's maths: gradient accumulation equals one big batch; schedules; no decay on bias/LayerNorm."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tuneforge.training.batching import BatchSampler
+from tuneforge.training.optim import lr_lambda, param_groups
+from tuneforge.training.steps import accumulation_windows, scaled_loss, total_steps
+
+
+def test_accumulated_gradient_equals_full_batch_gradient_with_uneven_micro_batches():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    y[2] = -100  # an ignored target must not count as an item
+    full = nn.functional.cross_entropy(model(x), y, ignore_index=-100)
+    g_full = torch.autograd.grad(full, model.weight)[0]
+    micro = [(x[:7], y[:7]), (x[7:], y[7:])]  # 7 + 3 rows: uneven
+    window = sum(float((yy != -100).sum()) for _, yy in micro)
+    model.zero_grad()
+    for xx, yy in micro:
+        loss_sum = nn.functional.cross_entropy(model(xx), yy, ignore_index=-100, reduction="sum")
+        scaled_loss(loss_sum, window).backward()
+    assert torch.allclose(model.weight.grad, g_full, atol=1e-7)
+    # the common shortcut (mean per micro-batch / number of micro-batches) is measurably wrong here
+    model.zero_grad()
+    for xx, yy in micro:
+        (nn.functional.cross_entropy(model(xx), yy, ignore_index=-100) / len(micro)).backward()
+    assert not torch.allclose(model.weight.grad, g_full, atol=1e-4)
+
+
+def test_accumulation_windows_and_total_steps():
+    assert accumulation_windows(10, 4) == [4, 4, 2]
+    assert accumulation_windows(8, 4) == [4, 4]
+    assert total_steps(10, 4, epochs=2, max_steps=None) == 6
+    assert total_steps(10, 4, epochs=2, max_steps=5) == 5
+    assert total_steps(10, 1, epochs=0.5, max_steps=None) == 5
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
+def test_schedules_warm_up_then_decay(kind):
+    f = lr_lambda(kind, warmup=10, total=110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    if kind == "constant":
+        assert f(100) == 1.0
+    else:
+        assert f(10) == pytest.approx(1.0)
+        assert f(60) == pytest.approx(0.5)  # halfway through decay: linear 0.5, cosine 0.5 too
+        assert f(110) == pytest.approx(0.0, abs=1e-9)
+    if kind == "cosine":
+        assert f(35) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+def test_no_weight_decay_on_bias_and_layernorm():
+    model = nn.Sequential()
+    model.add_module("dense", nn.Linear(4, 4))
+    model.add_module("LayerNorm", nn.LayerNorm(4))
+    groups = param_groups(model, weight_decay=0.1, lr=1e-3, head_lr=None)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(model.dense.weight)}
+
+
+def test_batch_sampler_is_deterministic_per_epoch_and_groups_lengths():
+    lengths = [i % 37 for i in range(1000)]
+    s = BatchSampler(lengths, 10, seed=3)
+    s.set_epoch(0)
+    a = s.batches()
+    assert a == BatchSampler(lengths, 10, seed=3).batches()
+    s.set_epoch(1)
+    assert s.batches() != a
+    assert sorted(i for b in a for i in b) == list(range(1000))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in a) / len(a)
+    assert spread < 3  # length-grouped: little padding inside a batch
