@@ -24,6 +24,10 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
         super().__init__()
+        if getattr(backbone, "pooler", None) is not None:
+            # BERT's pooler is never used here (we pool token states ourselves); an unused trainable module
+            # also breaks DDP's gradient reduction, so drop it.
+            backbone.pooler = None
         self.backbone = backbone
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
