@@ -308,6 +308,7 @@ _CHOICES = {
     ("freeze", "policy"): ("full", "top_k", "head_only", "bitfit"),
     ("head", "pooling"): ("auto", "mean", "cls", "last"),
     ("train.early_stopping", "mode"): ("max", "min"),
+    ("peft", "adapter_kind"): ("pfeiffer", "houlsby"),
 }
 
 
@@ -325,6 +326,12 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("data.split.validation and data.split.test must be in [0, 1)")
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "auto":
         raise ConfigError(f"loss.class_weights: {cfg.loss.class_weights!r}; use null, 'auto' or a list of numbers")
+    if cfg.peft.method is not None:
+        # a light module: peft itself is imported only when a method is applied
+        from tuneforge.peft_methods import PEFT_METHODS
+
+        if cfg.peft.method not in PEFT_METHODS:
+            raise ConfigError(f"peft.method: {cfg.peft.method!r} is not one of {', '.join(PEFT_METHODS.names())}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
 
 from tuneforge.build import build_model
 from tuneforge.config import RunConfig, load_config
@@ -40,6 +41,7 @@ class Predictor:
             else load_tokenizer(resolved.path)
         task = make_task(cfg, resolved)
         task.load_state(task_state(run_dir), tokenizer)
+        set_seed(cfg.seed)  # as in training: frozen, randomly initialised rows (new token embeddings) must match
         built = build_model(task, resolved, None, cfg.freeze.policy, cfg.freeze.k, cfg.peft)
         weights = run_dir / "best"
         if not (weights / "model.safetensors").is_file():

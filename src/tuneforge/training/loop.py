@@ -157,11 +157,11 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
                 accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             step += 1
             batch_in_epoch += w
-            for hook in step_hooks:  # method-specific work after the optimizer step (AdaLoRA rank allocation)
+            for hook in step_hooks:  # after the optimizer step, before grads are cleared: AdaLoRA reads p.grad
                 hook(accelerator.unwrap_model(model), step)
+            optimizer.zero_grad(set_to_none=True)
             meter.add(time.perf_counter(), samples_seen, tokens_seen)
             samples_seen = tokens_seen = 0
             sps, tps = meter.rates()
