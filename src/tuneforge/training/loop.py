@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +124,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     meter = Throughput()
     t_start = time.perf_counter()
     samples_seen = tokens_seen = 0
+    totals = {"samples": 0, "tokens": 0}  # over this process's whole run, for the report
     stopped_early = False
     while step < n_steps and not stopped_early:
         sampler.set_epoch(epoch)
@@ -163,6 +163,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
                 hook(accelerator.unwrap_model(model), step)
             optimizer.zero_grad(set_to_none=True)
             meter.add(time.perf_counter(), samples_seen, tokens_seen)
+            totals["samples"] += samples_seen
+            totals["tokens"] += tokens_seen
             samples_seen = tokens_seen = 0
             sps, tps = meter.rates()
             lr = scheduler.get_last_lr()[0]
@@ -198,9 +200,9 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     if best_step is not None and (run_dir / "best").is_dir():
         ckpt.load_weights(unwrapped, run_dir / "best")
     train_rows = [h for h in history if h.get("split") == "validation"]
-    total_samples = len(train) * min(cfg.epochs, n_steps / max(1, math.ceil(batches_per_epoch / cfg.grad_accum)))
     return FitResult(best, best_step, step, stopped_early, train_rows, elapsed,
-                     samples_per_second=total_samples / elapsed if elapsed else 0.0)
+                     samples_per_second=totals["samples"] / elapsed if elapsed else 0.0,
+                     tokens_per_second=totals["tokens"] / elapsed if elapsed else 0.0)
 
 
 def _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric) -> dict[str, Any]:
