@@ -114,3 +114,26 @@ def write_squad(path: Path, n: int, seed: int) -> None:
 def qa(folder: Path) -> TinyTask:
     return TinyTask({**_splits(folder, write_squad, "json"), "format": "squad", "max_length": 40}, [],
                     extra={"span": {"doc_stride": 8, "max_question_length": 12}})
+
+
+# ---------------- generation ----------------
+def write_alpaca(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        word = rng.choice(["good", "bad", "great", "terrible"])
+        rows.append({"instruction": f"is {word} positive or negative", "output": "positive" if word in ("good", "great")
+                     else "negative"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@tiny_task("generation")
+def generation(folder: Path) -> TinyTask:
+    return TinyTask({**_splits(folder, write_alpaca, "jsonl"), "max_length": 32}, ["majority"], model_kind="decoder",
+                    extra={"generation": {"schema": "alpaca", "max_new_tokens": 3, "eval_batch_size": 8}})
+
+
+@tiny_task("classification_generative")
+def classification_generative(folder: Path) -> TinyTask:
+    return TinyTask({**_splits(folder, write_sentiment_csv, "csv"), "max_length": 48}, ["majority"],
+                    model_kind="decoder", extra={"generation": {"eval_batch_size": 8}})

@@ -94,9 +94,16 @@ class VirtualTokenStripper(nn.Module):
         self.peft_model = peft_model
         self.num_virtual_tokens = num_virtual_tokens
 
-    @property
-    def config(self) -> Any:
-        return self.peft_model.config
+    def __getattr__(self, name: str) -> Any:
+        """Everything else is the peft model's (``generate``, ``active_peft_config``, ``get_input_embeddings``,
+        ``config``, ...), so task heads that know peft keep working."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get("_modules", {}).get("peft_model")
+            if inner is None:  # during __init__ or unpickling
+                raise
+            return getattr(inner, name)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, **kwargs: Any) -> Any:
@@ -109,12 +116,6 @@ class VirtualTokenStripper(nn.Module):
         if out.get("hidden_states") is not None:
             out["hidden_states"] = tuple(h[:, n:] if h.shape[1] == length + n else h for h in out["hidden_states"])
         return out
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.peft_model.generate(*args, **kwargs)
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.peft_model.get_input_embeddings()
 
     def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> Any:
         """Grow the vocabulary (a task's new special tokens); peft keeps its own handle on the embedding table,
