@@ -23,12 +23,17 @@ WORDS = (
 ).split()
 
 
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
 def build_word_tokenizer(folder: Path, extra_words: list[str] | None = None, chat: bool = False):
     """A WordPiece (BERT-style) tokenizer over a small fixed vocabulary, saved to ``folder``."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (list(CHAT_TOKENS) if chat else [])
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:;()$%")
     vocab_list = specials + sorted(set(WORDS + (extra_words or []))) + chars + [f"##{c}" for c in chars]
     vocab = {w: i for i, w in enumerate(dict.fromkeys(vocab_list))}
@@ -39,9 +44,12 @@ def build_word_tokenizer(folder: Path, extra_words: list[str] | None = None, cha
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     tok.decoder = decoders.WordPiece()
+    if chat:  # ChatML markers as special tokens, matched before the lower-casing normalizer
+        tok.add_special_tokens(list(CHAT_TOKENS))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
-                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+                                   **({"eos_token": CHAT_TOKENS[1], "chat_template": CHATML} if chat else {}))
     fast.save_pretrained(folder)
     return fast
 
@@ -59,6 +67,22 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     BertModel(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 random Llama causal LM whose word tokenizer has a ChatML chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tok = build_word_tokenizer(folder, chat=True)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
     return folder
 
 

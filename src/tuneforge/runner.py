@@ -38,7 +38,8 @@ def set_threads(n: int | None) -> None:
 
 def make_task(cfg: RunConfig, resolved: ResolvedModel) -> Task:
     return build_task(cfg.task, TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind=resolved.kind,
-                                            span=cfg.span))
+                                            span=cfg.span, generation=cfg.generation,
+                                            model_path=resolved.path))
 
 
 def run_audit(cfg: RunConfig, task: Task, data: LoadedData, tokenizer: Any) -> dict[str, Any]:
@@ -58,7 +59,9 @@ def audit(cfg: RunConfig) -> dict[str, Any]:
     resolved = resolve_model(cfg.model)
     task = make_task(cfg, resolved)
     data = load_splits(cfg.data, task, cfg.seed)
-    return run_audit(cfg, task, data, load_tokenizer(resolved.path))
+    tokenizer = load_tokenizer(resolved.path)
+    task.setup(data.splits["train"], tokenizer)  # the audit counts tokens as the task encodes them (chat templates)
+    return run_audit(cfg, task, data, tokenizer)
 
 
 def mean_pooled_embedder(location: str, tokenizer: Any, batch_size: int = 64):
@@ -105,8 +108,8 @@ def train(cfg: RunConfig) -> RunResult:
     tokenizer = load_tokenizer(resolved.path)
     task = make_task(cfg, resolved)
     data = load_splits(cfg.data, task, cfg.seed)
+    task.setup(data.splits["train"], tokenizer)  # before the audit: it counts tokens as the task encodes them
     audit_report = run_audit(cfg, task, data, tokenizer)
-    task.setup(data.splits["train"], tokenizer)
     if main:
         print(format_audit(audit_report))
         save_config(cfg, run_dir / "config.yaml")
@@ -122,7 +125,9 @@ def train(cfg: RunConfig) -> RunResult:
     test_examples = data.splits.get(test_name, [])
 
     # before: baselines on the frozen test split, with the untuned backbone
-    embed = mean_pooled_embedder(resolved.path, tokenizer) if "zero_shot" in cfg.eval.baselines else None
+    # a generative task scores zero-shot with the untuned LM itself (TaskContext.model_path), not with embeddings
+    wants_embed = "zero_shot" in cfg.eval.baselines and not getattr(task, "needs_lm_head", False)
+    embed = mean_pooled_embedder(resolved.path, tokenizer) if wants_embed else None
     baseline_preds = task.baselines(cfg.eval.baselines, data.splits["train"], test_examples, embed)
     baselines = {name: task.metrics(preds, test_examples) for name, preds in baseline_preds.items()}
     del embed

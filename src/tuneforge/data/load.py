@@ -28,7 +28,8 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
         raise DataError("<config>", None, "data.train is not set", field="data.train")
     bad = BadRows(skip=data.skip_bad_rows)
     opts = ReadOptions(encoding=data.encoding, line_delimiter=data.line_delimiter,
-                       text_column=data.text_column, label_column=data.label_column)
+                       text_column=data.text_column, label_column=data.label_column,
+                       target_suffix=data.target_suffix)
     files = {name: getattr(data, name) for name in SPLITS}
     parsed = {name: task.parse(read_file(path, data.format, opts, bad), bad)
               for name, path in files.items() if path}

@@ -45,6 +45,7 @@ class ReadOptions:
     line_delimiter: str = "@"
     text_column: str = "text"
     label_column: str = "label"
+    target_suffix: str | None = None  # format `parallel`: extension of the target file
 
 
 Reader = Callable[[Path, ReadOptions, BadRows], list[Record]]
