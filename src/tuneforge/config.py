@@ -45,8 +45,6 @@ class DataConfig:
     encoding: str = _f("utf-8", "File encoding, e.g. latin-1.")
     target_suffix: str | None = _f(None, "For format `parallel`: the target file is the source file with this "
                                          "extension (train.en + de → train.de); found when only one sibling.")
-    target_suffix: str | None = _f(None, "For format `parallel`: the target file is the source file with this "
-                                         "extension (train.en + de → train.de); found when only one sibling.")
     skip_bad_rows: bool = _f(False, "Skip malformed rows instead of failing; the audit counts them with reasons.")
     max_length: int = _f(128, "Maximum tokens per example; longer inputs are truncated and counted by the audit.")
     limit: int | None = _f(None, "Use only the first N training rows (after the split), for quick runs.")
@@ -162,33 +160,6 @@ class GenerationConfig:
 
 
 @dataclass
-class GenerationConfig:
-    """Options of the generative tasks (generation, classification_generative); the other tasks ignore them."""
-
-    schema: str = _f("auto", "Record shape: auto | alpaca | sharegpt | messages | prompt_response | summarization "
-                             "(dialogsum, samsum) | translation (parallel files or source/target records).")
-    instruction: str | None = _f(None, "User instruction put before the text for summarization, translation and "
-                                       "classification_generative; a per-schema default when unset.")
-    system_prompt: str | None = _f(None, "System message added to every conversation that has none.")
-    packing: bool = _f(False, "Pack each micro-batch's examples into rows of data.max_length tokens; attention and "
-                              "loss stay inside each example (block-diagonal mask, positions restart).")
-    max_new_tokens: int = _f(64, "Longest generated answer, in tokens.")
-    num_beams: int = _f(1, "Beam width; 1 = greedy (or sampling with do_sample).")
-    do_sample: bool = _f(False, "Sample instead of greedy/beam decoding.")
-    temperature: float = _f(1.0, "Sampling temperature (do_sample only).")
-    top_p: float = _f(1.0, "Nucleus sampling mass (do_sample only).")
-    eval_batch_size: int = _f(16, "Prompts decoded together in evaluation, baselines and prediction.")
-
-    def __post_init__(self) -> None:
-        checks = {"max_new_tokens": self.max_new_tokens >= 1, "num_beams": self.num_beams >= 1,
-                  "temperature": self.temperature > 0, "top_p": 0 < self.top_p <= 1,
-                  "eval_batch_size": self.eval_batch_size >= 1}
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"generation.{name}: {getattr(self, name)!r} is out of range")
-
-
-@dataclass
 class SpanConfig:
     """Options of the span tasks (ner, relation, qa); the other tasks ignore them."""
 
@@ -216,7 +187,6 @@ class RunConfig:
     freeze: FreezeConfig = _f(None, "Which parameters train.")
     peft: PeftConfig = _f(None, "Parameter-efficient fine-tuning.")
     eval: EvalConfig = _f(None, "Evaluation and baselines.")
-    generation: GenerationConfig = _f(None, "Generative tasks: data schema, packing and decoding.")
     generation: GenerationConfig = _f(None, "Generative tasks: data schema, packing and decoding.")
     span: SpanConfig = _f(None, "Span-task options (ner, relation, qa).")
     source: str | None = field(default=None, metadata={"help": "The YAML file this came from.", "internal": True})

@@ -27,8 +27,6 @@ class TaskContext:
     model_kind: str = "encoder"  # "encoder" or "decoder"
     generation: Any = None  # GenerationConfig: schema, packing and decoding of the generative tasks
     model_path: str | None = None  # the untuned model, for baselines that need the LM itself (zero-shot generation)
-    generation: Any = None  # GenerationConfig: schema, packing and decoding of the generative tasks
-    model_path: str | None = None  # the untuned model, for baselines that need the LM itself (zero-shot generation)
     span: Any = None  # SpanConfig: options of the span tasks (ner, relation, qa)
 
 
