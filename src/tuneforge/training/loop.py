@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,9 +128,14 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     totals = {"samples": 0, "tokens": 0}  # over this process's whole run, for the report
     stopped_early = False
     while step < n_steps and not stopped_early:
-        sampler.set_epoch(epoch)
+        # through the prepared loader: its iter() re-applies its own epoch counter, which only advances when an
+        # iterator is exhausted (never here), so setting the sampler alone left every epoch in epoch 0's order
+        loader.set_epoch(epoch)
         it = iter(accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader)
-        if pending_rng is not None:  # after iter(): creating an iterator draws from the torch RNG
+        if pending_rng is not None:
+            if batch_in_epoch:  # mid-epoch, the saved state already includes this epoch's iterator draw (a seed
+                # drawn when the lazy iterator yields its first batch): draw it here, then restore
+                it = itertools.chain([next(it)], it)
             ckpt.set_rng_state(pending_rng)
             pending_rng = None
         window_index = _window_of(batch_in_epoch, cfg.grad_accum)
