@@ -1,6 +1,8 @@
 """Task folders; importing this package registers every built-in task."""
 
 from tuneforge.tasks import (  # noqa: F401  (each registers itself)
+    relation,
+)
     classification,
     classification_generative,
     generation,
