@@ -1,12 +1,11 @@
 """Task folders; importing this package registers every built-in task."""
 
 from tuneforge.tasks import (  # noqa: F401  (each registers itself)
-    relation,
-)
     classification,
     classification_generative,
     generation,
     ner,
+    relation,
 )
 from tuneforge.tasks.base import TASKS, Task, TaskContext, build_task
 
