@@ -5,6 +5,7 @@ from tuneforge.tasks import (  # noqa: F401  (each registers itself)
     classification_generative,
     generation,
     ner,
+    qa,
     relation,
 )
 from tuneforge.tasks.base import TASKS, Task, TaskContext, build_task
