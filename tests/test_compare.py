@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from tests.tiny_tasks import TINY_TASKS
@@ -20,6 +21,7 @@ def test_method_overrides():
         assert "known: full, head_only" in str(e)
 
 
+@pytest.mark.slow  # three subprocesses
 def test_compare_two_methods_and_a_failure(tmp_path, tiny_bert_dir, capsys):
     spec = TINY_TASKS["classification"](tmp_path)
     config = tmp_path / "tiny.yaml"
