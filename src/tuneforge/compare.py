@@ -100,10 +100,17 @@ def _run_method(method: str, config: str, overrides: list[str], run_dir: Path, t
             rc = "timeout"
     wall = time.perf_counter() - start
     if rc != 0 or not result.is_file():
-        tail = (run_dir / "compare.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        return Row(method, f"failed ({'rc=' + str(rc) if rc != 'timeout' else 'timeout'}): {'; '.join(tail)}",
-                   wall_seconds=round(wall, 1), overrides=overrides)
+        why = f"timeout after {timeout:g} s" if rc == "timeout" else f"rc={rc}: {_last_error(run_dir / 'compare.log')}"
+        return Row(method, f"failed ({why}); log: {run_dir / 'compare.log'}", wall_seconds=round(wall, 1),
+                   overrides=overrides)
     return collect_row(method, run_dir, json.loads(result.read_text()), overrides, wall)
+
+
+def _last_error(log: Path) -> str:
+    """The last line of the log that is not a warning (for a crash: the exception line)."""
+    lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "Warning" not in ln and not ln.startswith("warnings.warn")]
+    return (useful or lines or ["(empty log)"])[-1][:300]
 
 
 def collect_row(method: str, run_dir: Path, worker: dict[str, Any], overrides: list[str], wall: float) -> Row:
