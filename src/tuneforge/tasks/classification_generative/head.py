@@ -16,14 +16,8 @@ class LabelScorer(nn.Module):
     def __init__(self, backbone: nn.Module, candidates: list[list[int]], pad_id: int, chunk_rows: int = 256):
         super().__init__()
         self.backbone = backbone
-        width = max(len(c) for c in candidates)
-        ids = torch.full((len(candidates), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(candidates), width), dtype=torch.long)
-        for i, c in enumerate(candidates):
-            ids[i, :len(c)] = torch.tensor(c)
-            mask[i, :len(c)] = 1
-        self.register_buffer("cand_ids", ids, persistent=False)  # (L, C)
-        self.register_buffer("cand_mask", mask, persistent=False)  # (L, C)
+        self.candidates = [list(c) for c in candidates]
+        self.pad_id = pad_id
         self.chunk_rows = chunk_rows
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor,
@@ -36,21 +30,27 @@ class LabelScorer(nn.Module):
         return {"logits": self.label_scores(prompt_ids, prompt_mask)}
 
     def label_scores(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-        """(B, P) left-padded prompts → (B, L) summed log-probabilities of each label's answer tokens."""
-        b, p = prompt_ids.shape
-        n_labels, c = self.cand_ids.shape
-        ids = torch.cat([prompt_ids[:, None].expand(b, n_labels, p), self.cand_ids[None].expand(b, n_labels, c)], -1)
-        mask = torch.cat([prompt_mask[:, None].expand(b, n_labels, p),
-                          self.cand_mask[None].expand(b, n_labels, c)], -1)
-        ids, mask = ids.reshape(b * n_labels, p + c), mask.reshape(b * n_labels, p + c)  # (B·L, P+C)
-        targets = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE))
-        targets[:, :p] = IGNORE  # score the answer only
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
-        scores = []
-        for s in range(0, ids.shape[0], self.chunk_rows):
-            part = slice(s, s + self.chunk_rows)
-            nll, keep = answer_nll(self.backbone, ids[part], mask[part], targets[part], positions[part])
-            dense = torch.zeros(keep.shape, device=nll.device)  # (rows, P+C-1)
-            dense[keep] = -nll
-            scores.append(dense.sum(-1))
-        return torch.cat(scores).view(b, n_labels)
+        """(B, P) left-padded prompts → (B, L) summed log-probabilities of each label's answer tokens.
+
+        Every (prompt, label) pair becomes one right-padded row, laid out exactly like a training row (positions
+        from 0, so prompt-learning PEFT methods, which ignore position ids, score correctly too).
+        """
+        prompts = [row[mask.bool()].tolist() for row, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())]
+        pairs = [(p, c) for p in prompts for c in self.candidates]
+        scores = [self._score_rows(pairs[s:s + self.chunk_rows], prompt_ids.device)
+                  for s in range(0, len(pairs), self.chunk_rows)]
+        return torch.cat(scores).view(len(prompts), len(self.candidates))
+
+    def _score_rows(self, pairs: list[tuple[list[int], list[int]]], device: torch.device) -> torch.Tensor:
+        width = max(len(p) + len(c) for p, c in pairs)
+        ids = torch.full((len(pairs), width), self.pad_id, dtype=torch.long)
+        targets = torch.full((len(pairs), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        for i, (p, c) in enumerate(pairs):
+            ids[i, :len(p) + len(c)] = torch.tensor(p + c)
+            targets[i, len(p):len(p) + len(c)] = torch.tensor(c)  # score the answer only
+            mask[i, :len(p) + len(c)] = 1
+        nll, keep = answer_nll(self.backbone, ids.to(device), mask.to(device), targets.to(device))
+        dense = torch.zeros(keep.shape, device=nll.device)  # (rows, T-1)
+        dense[keep] = -nll
+        return dense.sum(-1)
