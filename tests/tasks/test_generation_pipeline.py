@@ -4,6 +4,7 @@ plus classification with a decoder both ways (last-token head, and label words s
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import random
 
@@ -39,7 +40,7 @@ def generation_config(model_dir, tmp_path, **sections):
     return config_from_dict(raw)
 
 
-def test_generation_train_report_predict_chat(tiny_llama_dir, tmp_path, capsys, no_network):
+def test_generation_train_report_predict_chat(tiny_llama_dir, tmp_path, capsys, monkeypatch, no_network):
     result = train(generation_config(tiny_llama_dir, tmp_path))
     report = json.loads((result.run_dir / "report.json").read_text())
     tuned, zero = report["metrics"]["test"], report["baselines"]["zero_shot"]
@@ -59,6 +60,10 @@ def test_generation_train_report_predict_chat(tiny_llama_dir, tmp_path, capsys, 
     inputs.write_text("where is my card\n")
     assert cli_main(["predict", str(result.run_dir), "--input", str(inputs)]) == 0
     assert "generated" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("where is my card\n/exit\n"))
+    assert cli_main(["chat", str(result.run_dir), "--max-new-tokens", "4"]) == 0
+    assert "assistant> " in capsys.readouterr().out
 
     session = ChatSession(predictor, system="be short")
     streamed: list[str] = []
