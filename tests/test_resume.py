@@ -58,7 +58,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_bert_dir, tmp_path):
     broken = config(tmp_path, tiny_bert_dir, data, "broken")
     run(straight)
 
-    rc = run(broken, kill_after=tmp_path / "broken" / "checkpoints" / "step-40" / "progress.json")
+    # step 45 is mid-epoch (40 optimizer steps per epoch): resume must restore the data position and RNG
+    rc = run(broken, kill_after=tmp_path / "broken" / "checkpoints" / "step-45" / "progress.json")
     assert rc == -signal.SIGKILL
     assert not (tmp_path / "broken" / "report.json").exists(), "the run finished before it could be killed"
     run(broken, "resume=true")
