@@ -35,7 +35,8 @@ def tiny_config(task: str, method: str | None, folder: Path, model_dir: Path, sp
         "data": spec.data, "head": {"dropout": 0.0},
         "train": {"epochs": 6, "batch_size": 16, "lr": TINY_LR.get(method, 1e-2), "progress": False,
                   "precision": "fp32", "dropout": 0.0, "warmup_ratio": 0.0, "scheduler": "constant",
-                  "log_every": 1, "keep_checkpoints": 1, "early_stopping": {"patience": None}},
+                  "log_every": 1, "keep_checkpoints": 1, "early_stopping": {"patience": None},
+                  "num_threads": 1},  # tiny matrices: threads only add overhead, more so on a shared CPU
         "peft": {"method": method, "r": 4, "alpha": 8, "dropout": 0.0, "num_virtual_tokens": 4, "target_r": 2,
                  "adapter_size": 8},
         "eval": {"baselines": spec.baselines, "batch_size": 8},

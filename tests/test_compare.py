@@ -27,7 +27,7 @@ def test_compare_two_methods_and_a_failure(tmp_path, tiny_bert_dir, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "model": str(tiny_bert_dir), "task": "classification", "output_dir": str(tmp_path / "run"), "seed": 1,
-        "data": spec.data, "train": {"epochs": 2, "batch_size": 8, "precision": "fp32"},
+        "data": spec.data, "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "num_threads": 1},
         "peft": {"r": 4, "adapter_size": 8}}))
     out = tmp_path / "cmp"
     rc = main(["compare", str(config), "--methods", "lora,head_only,ia3", "--out", str(out),
@@ -39,7 +39,7 @@ def test_compare_two_methods_and_a_failure(tmp_path, tiny_bert_dir, capsys):
         r = rows[m]
         assert r["status"] == "ok", r["status"]
         assert 0 < r["trainable"] < r["total"] and 0 < r["trainable_pct"] < 100
-        assert r["peak_rss_mb"] > 50 and r["seconds_per_epoch"] > 0 and r["checkpoint_mb"] > 0
+        assert r["peak_rss_mb"] > 50 and r["seconds_per_epoch"] >= 0 and r["checkpoint_mb"] > 0
         assert 0 <= r["test_metric"] <= 1 and r["metric"] == "test accuracy"
     assert rows["lora"]["lr"] == 5e-4 and rows["head_only"]["lr"] == 1e-3
     assert rows["head_only"]["trainable"] < rows["lora"]["trainable"]  # the head alone vs head + adapter

@@ -151,7 +151,7 @@ def _seconds_per_epoch(run_dir: Path, training: dict[str, Any]) -> float | None:
     seconds = training.get("train_seconds")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     epochs = max((r.get("epoch", 0) for r in rows if r.get("split") == "validation"), default=0)
-    return round(seconds / epochs, 1) if seconds and epochs else None
+    return round(seconds / epochs, 2) if seconds is not None and epochs else None
 
 
 # ---------------- outputs ----------------
