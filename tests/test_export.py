@@ -14,7 +14,7 @@ from tuneforge.cli import main
 from tuneforge.inference.predictor import Predictor
 from tuneforge.tasks import TASKS
 
-PAIRS = [(task, method) for task in TASKS.names() for method in ("lora", "ia3")]
+PAIRS = [(task, method) for task in TASKS.names() for method in ("lora", "ia3")] + [("classification", "adalora")]
 
 
 def _train(task, method, tmp_path, monkeypatch, request):
