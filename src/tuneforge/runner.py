@@ -32,8 +32,13 @@ class RunResult:
 
 
 def set_threads(n: int | None) -> None:
-    """Default to one intra-op thread per core; oversubscription costs more than it gives on small CPUs."""
-    torch.set_num_threads(n or max(1, (os.cpu_count() or 1)))
+    """``train.num_threads``, else $TUNEFORGE_NUM_THREADS, else one intra-op thread per core.
+
+    Oversubscription costs more than it gives on small CPUs: several processes sharing cores (tests, a server
+    next to a training run) should each ask for fewer threads.
+    """
+    env = os.environ.get("TUNEFORGE_NUM_THREADS")
+    torch.set_num_threads(n or (int(env) if env else max(1, os.cpu_count() or 1)))
 
 
 def make_task(cfg: RunConfig, resolved: ResolvedModel) -> Task:
@@ -158,7 +163,8 @@ def train(cfg: RunConfig) -> RunResult:
         "test_split": test_name,
         "training": {"steps": result.global_step, "best_step": result.best_step, "best_validation": result.best_metric,
                      "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 1),
-                     "samples_per_second": round(result.samples_per_second, 1), "precision": precision,
+                     "samples_per_second": round(result.samples_per_second, 1),
+                     "tokens_per_second": round(result.tokens_per_second, 1), "precision": precision,
                      "trainable_parameters": built.parameters["trainable"],
                      "total_parameters": built.parameters["total"], "world_size": accelerator.num_processes},
         "audit_warnings": audit_report["warnings"],
