@@ -148,7 +148,8 @@ class GenerationConfig:
     do_sample: bool = _f(False, "Sample instead of greedy/beam decoding.")
     temperature: float = _f(1.0, "Sampling temperature (do_sample only).")
     top_p: float = _f(1.0, "Nucleus sampling mass (do_sample only).")
-    eval_batch_size: int = _f(16, "Prompts decoded together in evaluation, baselines and prediction.")
+    eval_batch_size: int = _f(16, "Prompts the zero-shot baseline decodes together (validation, test and "
+                                  "prediction use eval.batch_size).")
 
     def __post_init__(self) -> None:
         checks = {"max_new_tokens": self.max_new_tokens >= 1, "num_beams": self.num_beams >= 1,
