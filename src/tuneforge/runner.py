@@ -104,10 +104,7 @@ def train(cfg: RunConfig) -> RunResult:
     main = accelerator.is_main_process
     run_dir = Path(cfg.output_dir)
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not cfg.train.resume:
-            for stale in ("metrics.jsonl", "report.json", "report.md"):
-                (run_dir / stale).unlink(missing_ok=True)
+        _prepare_run_dir(run_dir, cfg.train.resume)
 
     resolved = resolve_model(cfg.model)
     tokenizer = load_tokenizer(resolved.path)
@@ -117,25 +114,14 @@ def train(cfg: RunConfig) -> RunResult:
     audit_report = run_audit(cfg, task, data, tokenizer)
     if main:
         print(format_audit(audit_report))
-        save_config(cfg, run_dir / "config.yaml")
-        atomic_write_json(run_dir / "audit.json", audit_report)
-        atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})
-        tokenizer.save_pretrained(run_dir / "tokenizer")
-        atomic_write_json(run_dir / "meta.json", build_meta(
-            data.files, cfg.seed, {"name": cfg.model, "path": resolved.path, "kind": resolved.kind}, precision,
-            accelerator.num_processes))
+        _write_run_files(run_dir, cfg, task, tokenizer, data, audit_report, resolved, precision,
+                         accelerator.num_processes)
 
     features = {name: [task.encode(ex) for ex in exs] for name, exs in data.splits.items()}  # tokenised once
     test_name = "test" if "test" in data.splits else "validation"
-    test_examples = data.splits.get(test_name, [])
-
-    # before: baselines on the frozen test split, with the untuned backbone
-    # a generative task scores zero-shot with the untuned LM itself (TaskContext.model_path), not with embeddings
-    wants_embed = "zero_shot" in cfg.eval.baselines and not getattr(task, "needs_lm_head", False)
-    embed = mean_pooled_embedder(resolved.path, tokenizer) if wants_embed else None
-    baseline_preds = task.baselines(cfg.eval.baselines, data.splits["train"], test_examples, embed)
-    baselines = {name: task.metrics(preds, test_examples) for name, preds in baseline_preds.items()}
-    del embed
+    val_name = "validation" if "validation" in data.splits else test_name
+    baselines = score_baselines(cfg.eval.baselines, task, resolved, tokenizer, data.splits["train"],
+                                data.splits.get(test_name, []))
 
     set_seed(cfg.seed)  # the new head's initialisation must not depend on what ran before
     n_batches = -(-len(features["train"]) // cfg.train.batch_size)
@@ -145,37 +131,69 @@ def train(cfg: RunConfig) -> RunResult:
         p = built.parameters
         print(f"trainable parameters: {p['trainable']:,} of {p['total']:,} "
               f"({100 * p['trainable'] / max(1, p['total']):.2f}%)")
-
-    val_name = "validation" if "validation" in data.splits else test_name
     result = fit(built.model, task, features["train"], features[val_name], data.splits[val_name], cfg.train,
                  cfg.seed, run_dir, accelerator=accelerator, step_hooks=built.step_hooks,
                  eval_batch_size=cfg.eval.batch_size)
 
-    # after: the tuned model (best checkpoint) on every split we have, test included
-    model = accelerator.unwrap_model(built.model)
+    # after: the tuned model (best checkpoint restored by fit) on every split we have, test included
     dtype = torch.bfloat16 if precision == "bf16" else None
-    metrics = {}
-    for name in ("validation", "test"):
-        if name in data.splits:
-            preds = predict_features(model, task, features[name], cfg.eval.batch_size, dtype)
-            metrics[name] = task.metrics(preds, data.splits[name])
+    metrics = {name: task.metrics(predict_features(accelerator.unwrap_model(built.model), task, features[name],
+                                                   cfg.eval.batch_size, dtype), data.splits[name])
+               for name in ("validation", "test") if name in data.splits}
     report = build_report(task.name, cfg.model, task.main_metric, metrics, baselines, {
         "test_split": test_name,
-        "training": {"steps": result.global_step, "best_step": result.best_step, "best_validation": result.best_metric,
-                     "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 1),
-                     "samples_per_second": round(result.samples_per_second, 1),
-                     "tokens_per_second": round(result.tokens_per_second, 1), "precision": precision,
-                     "trainable_parameters": built.parameters["trainable"],
-                     "total_parameters": built.parameters["total"], "world_size": accelerator.num_processes},
+        "training": _training_summary(result, built.parameters, precision, accelerator.num_processes),
         "audit_warnings": audit_report["warnings"],
     })
     if main:
         write_report(run_dir, report)
-        print(f"\nBefore/after fine-tuning on the {test_name} split ({len(test_examples)} examples):")
+        print(f"\nBefore/after fine-tuning on the {test_name} split ({len(data.splits[test_name])} examples):")
         print(comparison_table(report, test_name))
         print(f"\nrun directory: {run_dir}")
     accelerator.wait_for_everyone()
     return RunResult(run_dir, report)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a fresh run must not inherit the metrics or report of an older one
+        for stale in ("metrics.jsonl", "report.json", "report.md"):
+            (run_dir / stale).unlink(missing_ok=True)
+
+
+def _write_run_files(run_dir: Path, cfg: RunConfig, task: Task, tokenizer: Any, data: LoadedData,
+                     audit_report: dict[str, Any], resolved: ResolvedModel, precision: str, world: int) -> None:
+    """Everything needed to reproduce and serve the run, written before training starts."""
+    for split in ("train", "validation", "test"):  # the saved config must work from any directory
+        if getattr(cfg.data, split):
+            setattr(cfg.data, split, str(Path(getattr(cfg.data, split)).resolve()))
+    save_config(cfg, run_dir / "config.yaml")
+    atomic_write_json(run_dir / "audit.json", audit_report)
+    atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+    atomic_write_json(run_dir / "meta.json", build_meta(
+        data.files, cfg.seed, {"name": cfg.model, "path": resolved.path, "kind": resolved.kind}, precision, world))
+
+
+def score_baselines(names: list[str], task: Task, resolved: ResolvedModel, tokenizer: Any,
+                    train_examples: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """"Before" numbers: each baseline's metrics on the frozen test split, with the untuned backbone.
+
+    A generative task scores zero-shot with the untuned LM itself (TaskContext.model_path), not with embeddings.
+    """
+    wants_embed = "zero_shot" in names and not getattr(task, "needs_lm_head", False)
+    embed = mean_pooled_embedder(resolved.path, tokenizer) if wants_embed else None
+    predictions = task.baselines(names, train_examples, test, embed)
+    return {name: task.metrics(preds, test) for name, preds in predictions.items()}
+
+
+def _training_summary(result: Any, parameters: dict[str, int], precision: str, world: int) -> dict[str, Any]:
+    return {"steps": result.global_step, "best_step": result.best_step, "best_validation": result.best_metric,
+            "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 1),
+            "samples_per_second": round(result.samples_per_second, 1),
+            "tokens_per_second": round(result.tokens_per_second, 1), "precision": precision,
+            "trainable_parameters": parameters["trainable"], "total_parameters": parameters["total"],
+            "world_size": world}
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
