@@ -93,6 +93,8 @@ class TrainConfig:
     dropout: float | None = _f(None, "Override the backbone's dropout probabilities.")
     precision: str = _f("auto", "auto (bf16 when the CPU/GPU supports it) | bf16 | fp32.")
     batching: str = _f("length_grouped", "length_grouped (dynamic padding, less waste) | random.")
+    feature_cache: bool = _f(True, "With a frozen bottom (head_only, top_k): run the frozen layers once, in eval mode "
+                                   "(no dropout in them), and train from their cached outputs; false = every step.")
     eval_every: int = _f(0, "Validate every N optimizer steps (0 = only at epoch ends).")
     save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = at each evaluation).")
     keep_checkpoints: int = _f(2, "How many step checkpoints to keep.")

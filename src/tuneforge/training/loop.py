@@ -22,6 +22,7 @@ from tuneforge.io_utils import append_jsonl
 from tuneforge.tasks.base import Example, Feature, Task
 from tuneforge.training import checkpoint as ckpt
 from tuneforge.training.batching import BatchSampler
+from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.optim import build_optimizer, build_scheduler
 from tuneforge.training.precision import resolve_precision
 from tuneforge.training.steps import Throughput, accumulation_windows, is_finite, scaled_loss, total_steps
@@ -63,6 +64,9 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     es = cfg.early_stopping
     metric = metric or (task.main_metric if es.metric == "auto" else es.metric)
     mode = task.metric_mode if es.metric == "auto" else es.mode
+    if cfg.feature_cache:  # head_only / top_k: the frozen bottom runs once here, not every epoch (feature_cache.py)
+        model, task, train, val = cache_frozen_features(model, task, train, val, accelerator.device,
+                                                        _autocast_dtype(precision), verbose=main)
     sampler = BatchSampler([f["length"] for f in train], cfg.batch_size, seed,
                            length_grouped=cfg.batching == "length_grouped")
     loader = DataLoader(list(train), batch_sampler=sampler, collate_fn=task.collate)
