@@ -62,6 +62,15 @@ def test_plan_reads_the_frozen_bottom_from_requires_grad(tiny_bert_dir):
     assert plan_cache(torch.nn.Linear(2, 2)) is None  # not a SequenceClassifier: the ordinary path
 
 
+@pytest.mark.parametrize("method", ["lora", "p_tuning"])
+def test_peft_wrapped_bodies_are_never_cached(tiny_bert_dir, method):
+    from tuneforge.config import PeftConfig
+    from tuneforge.peft_methods import apply_peft
+
+    body, _ = apply_peft(load_backbone(str(tiny_bert_dir)), PeftConfig(method=method, num_virtual_tokens=4))
+    assert plan_cache(SequenceClassifier(body, num_labels=2)) is None
+
+
 @pytest.mark.parametrize("policy", ["head_only", "top_k"])
 def test_cached_forward_equals_the_full_forward(tiny_bert_dir, policy):
     model = classifier(tiny_bert_dir, policy, k=1).eval()

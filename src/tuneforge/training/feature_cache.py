@@ -54,6 +54,8 @@ def plan_cache(model: nn.Module) -> CachePlan | None:
     if not isinstance(model, SequenceClassifier):
         return None
     backbone = model.backbone
+    if hasattr(backbone, "peft_config"):  # a PEFT wrapper may change the inputs (virtual tokens): never cached
+        return None
     if not hasattr(backbone, "embeddings") or not hasattr(getattr(backbone, "encoder", None), "layer"):
         return None
     try:
@@ -65,6 +67,8 @@ def plan_cache(model: nn.Module) -> CachePlan | None:
     if not any(p.requires_grad for p in backbone.parameters()):
         return CachePlan("pooled", len(layers))
     trainable = [i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())]
+    if not trainable:  # something outside the stack trains (e.g. the embeddings) and nothing inside it
+        return None
     start = trainable[0]
     top = {id(p) for layer in layers[start:] for p in layer.parameters()}
     if start == 0 or any(p.requires_grad for p in backbone.parameters() if id(p) not in top):
