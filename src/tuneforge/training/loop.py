@@ -21,6 +21,7 @@ from tuneforge.evaluation.evaluate import model_inputs, predict_features
 from tuneforge.io_utils import append_jsonl
 from tuneforge.tasks.base import Example, Feature, Task
 from tuneforge.training import checkpoint as ckpt
+from tuneforge.training.allocator import keep_freed_memory
 from tuneforge.training.batching import BatchSampler
 from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.optim import build_optimizer, build_scheduler
@@ -60,6 +61,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(),
                                              mixed_precision="bf16" if precision == "bf16" else "no")
     main = accelerator.is_main_process
+    keep_freed_memory()  # glibc: reuse the big per-step gradient blocks instead of page-faulting them anew
     set_seed(seed)
     es = cfg.early_stopping
     metric = metric or (task.main_metric if es.metric == "auto" else es.metric)
