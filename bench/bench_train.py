@@ -1,0 +1,381 @@
+"""Full fine-tuning speed on SST-2 with MiniLM: TuneForge's defaults vs HF Trainer (example-style and tuned).
+
+Contenders, each in its own subprocess (own peak RSS), one after the other, on the same train rows, dev rows,
+model (MiniLM from ``resolve_model("minilm")``), seed and hyper-parameters (batch size, lr, linear schedule with
+the same warmup steps, weight decay on the same parameters, grad-norm clip, epochs, max length 128):
+
+  tuneforge       TuneForge ``fit()`` with its defaults: length-grouped batches, dynamic padding, bf16 autocast
+                  where the CPU has native bf16 (else fp32), tokenised once.
+  tuneforge_fp32  the same in fp32: the check that bf16 autocast keeps the accuracy.
+  hf_default      HF Trainer as the text-classification example (run_glue.py) runs it: padding to max_length 128,
+                  random batches, fp32.
+  hf_tuned        HF Trainer with dynamic padding (DataCollatorWithPadding), train_sampling_strategy=group_by_length,
+                  bf16 where the CPU has it.
+
+Models differ where the tools differ: TuneForge mean-pools token states into a linear layer (BERT's pooler is
+dropped); HF uses ``AutoModelForSequenceClassification`` (BERT pooler on [CLS] + linear). Both start from the same
+pretrained weights. Optimizers: TuneForge's AdamW as it builds it; HF's default optim for this torch version.
+
+Clock: training seconds exclude dev evaluation. Every ``--eval-every`` optimizer steps (and at the end) each side
+pauses its clock and scores the dev set with its own model; "s to target" is the training clock at the first
+evaluation whose dev accuracy reaches ``--target`` (so it is quantised to ``--eval-every`` steps, equally for
+all). "wall to target" includes the evaluations. TuneForge's own end-of-epoch checkpoint save stays inside its
+clock (HF saves nothing). Samples/s and real tokens/s count what the collator fed the model during training
+(attention-mask sums: real tokens, not padding) over training seconds.
+
+    python bench/bench_train.py                                   # full SST-2 train, 2 epochs (hours for hf_default)
+    python bench/bench_train.py --smoke                           # 256 rows, a few steps, to check every side runs
+    python bench/bench_train.py --contenders tuneforge hf_tuned --stop-at-target
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    SST2,
+    check,
+    emit,
+    minilm_path,
+    ratio,
+    read_table,
+    run_contender,
+    set_threads,
+    table,
+    write_results,
+)
+
+CONTENDERS = ("tuneforge", "tuneforge_fp32", "hf_default", "hf_tuned")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    p.add_argument("--train-limit", type=int, default=None, help="first N rows of train.tsv (default: all 67,349)")
+    p.add_argument("--dev-limit", type=int, default=None, help="first N rows of dev.tsv (default: all 872)")
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=8e-5, help="configs/classification/sst2.yaml's")
+    p.add_argument("--warmup-ratio", type=float, default=0.06)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--eval-every", type=int, default=200, help="optimizer steps between dev evaluations")
+    p.add_argument("--target", type=float, default=0.90, help="dev accuracy for 'seconds to target'")
+    p.add_argument("--stop-at-target", action="store_true",
+                   help="stop each contender once it reaches the target (no final accuracy then)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--timeout", type=float, default=None, help="seconds per contender")
+    p.add_argument("--smoke", action="store_true", help="256 train rows, 128 dev rows, 1 epoch, eval every 4 steps")
+    p.add_argument("--out", default=None, help="results JSON (default bench/results/train.json)")
+    p.add_argument("--side", choices=CONTENDERS, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.train_limit, args.dev_limit, args.epochs, args.eval_every = 256, 128, 1, 4
+    return args
+
+
+# ---------------------------------------------------------------- the shared clock and counters (one per process)
+class Clock:
+    """Training time with dev evaluation taken out; records the dev curve and when it first reaches the target."""
+
+    def __init__(self, evaluate: Callable[[], float], every: int, target: float, stop_at_target: bool):
+        self.evaluate, self.every, self.target, self.stop_at_target = evaluate, every, target, stop_at_target
+        self.t0 = 0.0
+        self.excluded = 0.0
+        self.evaluating = False
+        self.curve: list[dict[str, float]] = []
+        self.first: dict[str, float] | None = None
+        self.samples = self.tokens = self.fed_tokens = 0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.t0 - self.excluded
+
+    def count(self, batch: dict[str, Any]) -> None:
+        """Called by the collator: what the model is fed during training (not during dev evaluation)."""
+        if not self.evaluating:
+            self.samples += int(batch["input_ids"].shape[0])
+            self.tokens += int(batch["attention_mask"].sum())
+            self.fed_tokens += int(batch["input_ids"].numel())
+
+    def step(self, step: int, force: bool = False) -> bool:
+        """Evaluate when due; True when training should stop (target reached and ``stop_at_target``)."""
+        if not force and (self.every <= 0 or step % self.every) or (self.curve and self.curve[-1]["step"] == step):
+            return False
+        train_s, begin = self.train_seconds(), time.perf_counter()
+        self.evaluating = True
+        try:
+            acc = self.evaluate()
+        finally:
+            self.evaluating = False
+        self.excluded += time.perf_counter() - begin
+        row = {"step": step, "train_seconds": round(train_s, 2), "wall_seconds": round(begin - self.t0, 2),
+               "accuracy": acc}
+        self.curve.append(row)
+        print(f"step {step}: dev accuracy {acc:.4f} after {train_s:.1f} s of training", flush=True)
+        if self.first is None and acc >= self.target:
+            self.first = row
+        return self.first is not None and self.stop_at_target
+
+    def summary(self) -> dict[str, Any]:
+        train_s = self.train_seconds()
+        last = self.curve[-1] if self.curve else {}
+        return {"train_seconds": train_s, "eval_seconds": self.excluded, "samples": self.samples,
+                "real_tokens": self.tokens, "fed_tokens": self.fed_tokens,
+                "samples_per_second": self.samples / train_s, "tokens_per_second": self.tokens / train_s,
+                "padding_share": 1 - self.tokens / max(1, self.fed_tokens),
+                "seconds_to_target": self.first["train_seconds"] if self.first else None,
+                "wall_to_target": self.first["wall_seconds"] if self.first else None,
+                "steps_to_target": self.first["step"] if self.first else None,
+                "final_accuracy": last.get("accuracy"), "final_step": last.get("step"),
+                "best_accuracy": max((r["accuracy"] for r in self.curve), default=None), "curve": self.curve}
+
+
+class StopTraining(Exception):
+    """Raised from a TuneForge step hook once the target is reached (``--stop-at-target``)."""
+
+
+def data(args: argparse.Namespace) -> tuple[list, list]:
+    train = read_table(SST2 / "train.tsv", "sentence", "label", args.train_limit)
+    dev = read_table(SST2 / "dev.tsv", "sentence", "label", args.dev_limit)
+    return train, dev
+
+
+def warmup_steps(args: argparse.Namespace, n_train: int) -> tuple[int, int]:
+    total = math.ceil(math.ceil(n_train / args.batch_size) * args.epochs)
+    return total, int(round(args.warmup_ratio * total))
+
+
+# ---------------------------------------------------------------- TuneForge
+def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> dict[str, Any]:
+    from tuneforge.build import build_model
+    from tuneforge.config import config_from_dict
+    from tuneforge.data.readers import LOC, BadRows
+    from tuneforge.evaluation.evaluate import predict_features
+    from tuneforge.models import load_tokenizer, resolve_model
+    from tuneforge.runner import make_task
+    from tuneforge.training.loop import fit
+    from tuneforge.training.precision import resolve_precision
+
+    train_rows, dev_rows = data(args)
+    cfg = config_from_dict({
+        "model": minilm_path(), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
+        "data": {"text_column": "sentence", "label_column": "label", "max_length": args.max_length},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                  "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay,
+                  "max_grad_norm": args.max_grad_norm, "precision": precision, "progress": False,
+                  "num_threads": args.threads, "keep_checkpoints": 1, "log_every": 100,
+                  "early_stopping": {"patience": None}},
+        "eval": {"baselines": []}})
+    resolved = resolve_model(cfg.model)
+    task = make_task(cfg, resolved)
+
+    def examples(rows: list, name: str) -> list:
+        return task.parse([{"sentence": t, "label": lab, LOC: f"{name}:{i}"} for i, (t, lab) in enumerate(rows)],
+                          BadRows())
+
+    train_ex, dev_ex = examples(train_rows, "train"), examples(dev_rows, "dev")
+    task.setup(train_ex, load_tokenizer(resolved.path))
+    train_feats = [task.encode(ex) for ex in train_ex]  # tokenised once, as runner.train does
+    dev_feats = [task.encode(ex) for ex in dev_ex]
+    n_steps, _ = warmup_steps(args, len(train_feats))
+    built = build_model(task, resolved, cfg.train.dropout, "full", 0, None, n_steps)
+    dtype = __import__("torch").bfloat16 if resolve_precision(precision) == "bf16" else None
+
+    def dev_accuracy() -> float:
+        preds = predict_features(built.model, task, dev_feats, cfg.eval.batch_size, dtype)
+        return task.metrics(preds, dev_ex)["accuracy"]
+
+    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target)
+    collate = task.collate
+
+    def counting_collate(features):
+        batch = collate(features)
+        clock.count(batch)
+        return batch
+
+    task.collate = counting_collate  # type: ignore[method-assign]
+
+    def hook(model: Any, step: int) -> None:
+        if clock.step(step):
+            raise StopTraining
+
+    clock.start()
+    try:
+        result = fit(built.model, task, train_feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[hook])
+        last_step = result.global_step
+    except StopTraining:
+        last_step = clock.curve[-1]["step"]
+    clock.step(last_step, force=True)
+    return {**clock.summary(), "precision": resolve_precision(precision), "steps": last_step,
+            "trainable": built.parameters["trainable"], "model": "mean pooling + linear (BERT pooler dropped)"}
+
+
+# ---------------------------------------------------------------- HF Trainer
+def run_hf(args: argparse.Namespace, tuned: bool, workdir: Path) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+    )
+
+    from tuneforge.training.precision import cpu_supports_bf16
+
+    train_rows, dev_rows = data(args)
+    path = minilm_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(args.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    padding = False if tuned else "max_length"  # run_glue.py: pad_to_max_length=True by default
+
+    def encode(batch: dict) -> dict:
+        return tok(batch["sentence"], truncation=True, max_length=args.max_length, padding=padding)
+
+    train_ds = Dataset.from_dict({"sentence": [t for t, _ in train_rows], "label": [int(lab) for _, lab in train_rows]})
+    train_ds = train_ds.map(encode, batched=True, remove_columns=["sentence"])  # tokenised once
+    bf16 = tuned and cpu_supports_bf16()
+
+    dev_texts, dev_gold = [t for t, _ in dev_rows], [int(lab) for _, lab in dev_rows]
+
+    def dev_accuracy() -> float:
+        was = model.training
+        model.eval()
+        correct = 0
+        order = sorted(range(len(dev_texts)), key=lambda i: len(dev_texts[i]))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for s in range(0, len(order), 64):
+                idx = order[s:s + 64]
+                enc = tok([dev_texts[i] for i in idx], truncation=True, max_length=args.max_length, padding=True,
+                          return_tensors="pt")
+                pred = model(**enc).logits.argmax(-1).tolist()
+                correct += sum(int(p == dev_gold[i]) for p, i in zip(pred, idx))
+        model.train(was)
+        return correct / max(1, len(dev_texts))
+
+    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target)
+    inner = DataCollatorWithPadding(tok) if tuned else default_data_collator
+
+    def counting_collator(features):
+        batch = inner(features)
+        clock.count(batch)
+        return batch
+
+    class EvalCallback(TrainerCallback):
+        def on_step_end(self, targs, state, control, **kwargs):
+            if clock.step(state.global_step):
+                control.should_training_stop = True
+            return control
+
+    _, warmup = warmup_steps(args, len(train_ds))
+    targs = TrainingArguments(
+        output_dir=str(workdir), per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
+        num_train_epochs=args.epochs, warmup_steps=warmup, weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm, lr_scheduler_type="linear", seed=args.seed, use_cpu=True, bf16=bf16,
+        train_sampling_strategy="group_by_length" if tuned else "random", save_strategy="no",
+        eval_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=targs, train_dataset=train_ds, data_collator=counting_collator,
+                      callbacks=[EvalCallback()])
+    clock.start()
+    trainer.train()
+    clock.step(trainer.state.global_step, force=True)
+    return {**clock.summary(), "precision": "bf16" if bf16 else "fp32", "steps": trainer.state.global_step,
+            "optim": str(targs.optim), "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "model": "AutoModelForSequenceClassification (BERT pooler on [CLS] + linear)"}
+
+
+def run_side(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix=f"bench_train_{args.side}_") as tmp:
+        if args.side.startswith("tuneforge"):
+            out = run_tuneforge(args, "fp32" if args.side == "tuneforge_fp32" else "auto", Path(tmp))
+        else:
+            out = run_hf(args, args.side == "hf_tuned", Path(tmp))
+    emit({"side": args.side, **out})
+
+
+# ---------------------------------------------------------------- the parent: run all, compare, write
+def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[str]:
+    by = {r["side"]: r for r in results if "error" not in r}
+    tf = by.get("tuneforge", {})
+    for r in results:
+        r["tf_speedup_to_target"] = ratio(r.get("seconds_to_target"), tf.get("seconds_to_target"))
+        r["tf_throughput_ratio"] = ratio(tf.get("samples_per_second"), r.get("samples_per_second"))
+    lines = [table(results, [("samples/s", "samples_per_second", "{:.1f}"),
+                             ("real tok/s", "tokens_per_second", "{:.0f}"),
+                             ("pad share", "padding_share", "{:.1%}"),
+                             (f"s to {args.target:.2f}", "seconds_to_target", "{:.0f}"),
+                             ("wall to tgt", "wall_to_target", "{:.0f}"),
+                             ("final acc", "final_accuracy", "{:.4f}"),
+                             ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+                             ("TF speed-up", "tf_speedup_to_target", "{:.2f}x"),
+                             ("TF samples/s x", "tf_throughput_ratio", "{:.2f}x")])]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['side']}: FAILED {r['error']}")
+    pts = 0.3 / 100
+
+    def acc_close(other: str) -> tuple[bool | None, str]:
+        a, b = tf.get("final_accuracy"), by.get(other, {}).get("final_accuracy")
+        if a is None or b is None:
+            return None, "no final accuracy"
+        return a >= b - pts, f"tuneforge {a:.4f} vs {other} {b:.4f} ({100 * (a - b):+.2f} points)"
+
+    for other, need in (("hf_default", 2.5), ("hf_tuned", 1.2)):
+        sp = by.get(other, {}).get("tf_speedup_to_target")
+        lines.append(check(f"seconds to {args.target} vs {other} >= {need}x", None if sp is None else sp >= need,
+                           "-" if sp is None else f"{sp:.2f}x"))
+        ok, detail = acc_close(other)
+        lines.append(check(f"final accuracy vs {other} within 0.3 points", ok, detail))
+    a, b = tf.get("final_accuracy"), by.get("tuneforge_fp32", {}).get("final_accuracy")
+    lines.append(check("bf16 autocast keeps the accuracy (tuneforge vs tuneforge_fp32, 0.3 points)",
+                       None if a is None or b is None else abs(a - b) <= pts,
+                       "-" if a is None or b is None else f"{tf.get('precision')} {a:.4f} vs fp32 {b:.4f}"))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.side:
+        run_side(args)
+        return 0
+    results = []
+    for side in args.contenders:
+        print(f"running {side} ...", flush=True)
+        results.append(run_contender(__file__, argv, side, args.timeout))
+    n_train = len(read_table(SST2 / "train.tsv", "sentence", "label", args.train_limit))
+    total, warmup = warmup_steps(args, n_train)
+    print(f"\nSST-2 full fine-tuning, MiniLM, {n_train} train rows, {args.epochs:g} epochs x batch {args.batch_size} "
+          f"({total} steps, {warmup} warmup), lr {args.lr:g}, max length {args.max_length}, {args.threads} threads; "
+          f"dev evaluated every {args.eval_every} steps, eval time excluded from 's to target'")
+    lines = report(args, results)
+    print("\n".join(lines))
+    setup = {k: v for k, v in vars(args).items() if k not in ("side", "out")}
+    path = write_results("train", {"setup": setup, "results": results, "checks": lines,
+                                   "notes": __doc__}, args.out)
+    print(f"written: {path}")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
