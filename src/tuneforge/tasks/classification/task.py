@@ -116,6 +116,19 @@ class ClassificationTask:
         probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
         return [row.tolist() for row in probs.cpu()]
 
+    def near_ties(self, outputs: dict[str, torch.Tensor], margin: float = 0.2) -> list[int]:
+        """Rows whose decision is within ``margin`` logits of changing: top-2 gap (single-label), or a logit near 0
+        (multi-label, threshold 0.5). Reduced-precision prediction redoes these in fp32 (evaluate.py)."""
+        logits = outputs["logits"].float()
+        if self.multi_label:
+            near = (logits.abs() < margin).any(-1)
+        elif logits.shape[-1] < 2:
+            return []
+        else:
+            top = logits.topk(2, dim=-1).values  # (B, 2)
+            near = (top[:, 0] - top[:, 1]) < margin
+        return near.nonzero().flatten().tolist()
+
     def decide(self, probs: Sequence[float]) -> list[int] | int:
         if self.multi_label:
             return [i for i, p in enumerate(probs) if p >= 0.5]
