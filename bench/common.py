@@ -23,8 +23,18 @@ RESULT_PREFIX = "RESULT "
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux reports ``ru_maxrss`` in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size, in MiB.
+
+    ``VmHWM`` from /proc/self/status, not ``ru_maxrss``: Linux carries ``ru_maxrss`` over fork and exec, so a
+    contender started by a parent that once held 1.3 GB would report at least 1.3 GB whatever it used itself.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 def read_table(path: Path, text_column: str, label_column: str | None = None,
