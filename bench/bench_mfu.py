@@ -1,0 +1,200 @@
+"""Model FLOP utilisation of TuneForge full fine-tuning (MiniLM, SST-2), fp32 and bf16, against a matmul peak
+measured in the same process.
+
+Peak: the best of ``--peak-repeats`` timed ``torch.mm`` of two n x n matrices (n = ``--peak-n``, default 2048) in
+fp32 and in bf16, with the same thread count as training, measured in each run's own process just before training.
+A second, "shape-matched" figure times the MiniLM feed-forward matmul at one typical batch (M = batch tokens,
+K = 384, N = 1536), to show how far small matmuls are from the big-square peak.
+
+Training: TuneForge ``fit()`` on the first SST-2 train rows, length-grouped batches (its defaults), ``--steps``
+optimizer steps after ``--warmup-steps`` unmeasured ones; the steady-state window is the time between the optimizer
+step that ends the warm-up and the last one.
+
+FLOPs of one batch (useful work, real tokens only; padding counted in the separate "padded" figure):
+
+    sum over sequences s of  6 * N * T_s  +  12 * L * d * T_s**2
+
+N = non-embedding parameters (encoder layers + classifier: every weight that does a matmul per token; the
+embedding tables are lookups), T_s = real tokens of sequence s, L = layers, d = hidden size. 6N = 2N forward +
+4N backward (activation and weight gradients); 12*L*d*T**2 = QK^T and AV (2*T**2*d FLOPs each, forward) times 3
+for forward + backward. Softmax, layer norms, GELU, dropout, the optimizer and the embedding gradient are not
+counted: they take time but are not model FLOPs. MFU = model FLOP/s / peak FLOP/s.
+
+    python bench/bench_mfu.py                  # fp32 and bf16 at batch 32, bf16 at batch 128; 150 steps each
+    python bench/bench_mfu.py --smoke          # a few steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    SST2,
+    check,
+    emit,
+    minilm_path,
+    read_table,
+    run_contender,
+    set_threads,
+    table,
+    write_results,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", default=["fp32:32", "bf16:32", "bf16:128"],
+                   help="precision:batch_size pairs (batch 32 = the training bench's hyper-parameters)")
+    p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
+    p.add_argument("--warmup-steps", type=int, default=20)
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="first N train rows (default: enough for the steps at the largest batch)")
+    p.add_argument("--peak-n", type=int, default=2048)
+    p.add_argument("--peak-repeats", type=int, default=10)
+    p.add_argument("--lr", type=float, default=8e-5)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--smoke", action="store_true", help="6 steps after 2 warm-up, peak n 512")
+    p.add_argument("--out", default=None, help="results JSON (default bench/results/mfu.json)")
+    p.add_argument("--side", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.steps, args.warmup_steps, args.peak_n, args.peak_repeats = 6, 2, 512, 3
+        args.runs = [r for r in args.runs if r.endswith(":32")]
+    return args
+
+
+def matmul_flops_per_second(dtype: Any, m: int, k: int, n: int, repeats: int) -> float:
+    """Best-of-``repeats`` FLOP/s of ``(m, k) @ (k, n)`` (2mkn FLOPs), after one warm-up call."""
+    import torch
+
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    inner = max(1, int(2e9 // (2 * m * k * n)))  # keep each timed call well above timer noise
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - t) / inner)
+    return 2 * m * k * n / best
+
+
+def batch_flops(lengths: list[int], width: int, n_params: int, layers: int, hidden: int) -> tuple[float, float]:
+    """(useful FLOPs over real tokens, FLOPs as if padding were real) of one training batch; see the docstring."""
+    real = sum(6 * n_params * t + 12 * layers * hidden * t * t for t in lengths)
+    padded = len(lengths) * (6 * n_params * width + 12 * layers * hidden * width * width)
+    return real, padded
+
+
+def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    from tuneforge.build import build_model
+    from tuneforge.config import config_from_dict
+    from tuneforge.data.readers import LOC, BadRows
+    from tuneforge.models import load_tokenizer, resolve_model
+    from tuneforge.runner import make_task
+    from tuneforge.training.loop import fit
+
+    precision, batch_size = args.side.split(":")
+    batch_size = int(batch_size)
+    peaks = {name: matmul_flops_per_second(dt, args.peak_n, args.peak_n, args.peak_n, args.peak_repeats)
+             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    total_steps = args.warmup_steps + args.steps
+    cfg = config_from_dict({
+        "model": minilm_path(), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
+        "data": {"text_column": "sentence", "label_column": "label", "max_length": 128},
+        "train": {"max_steps": total_steps, "batch_size": batch_size, "lr": args.lr, "precision": precision,
+                  "progress": False, "num_threads": args.threads, "eval_every": 0, "keep_checkpoints": 1,
+                  "log_every": 1000, "early_stopping": {"patience": None}},
+        "eval": {"baselines": []}})
+    resolved = resolve_model(cfg.model)
+    task = make_task(cfg, resolved)
+    limit = args.train_limit or total_steps * batch_size
+    rows = read_table(SST2 / "train.tsv", "sentence", "label", limit)
+    examples = task.parse([{"sentence": t, "label": lab, LOC: f"train:{i}"} for i, (t, lab) in enumerate(rows)],
+                          BadRows())
+    task.setup(examples, load_tokenizer(resolved.path))
+    feats = [task.encode(ex) for ex in examples]
+    built = build_model(task, resolved, None, "full", 0, None, total_steps)
+    body = built.model.backbone
+    n_params = sum(p.numel() for name, p in built.model.named_parameters() if "embeddings" not in name)
+    layers, hidden = body.config.num_hidden_layers, body.config.hidden_size
+
+    seen: list[tuple[list[int], int]] = []  # (real lengths, padded width) of each training batch, in order
+    collate = task.collate
+
+    def recording_collate(features):
+        batch = collate(features)
+        seen.append(([f["length"] for f in features], int(batch["input_ids"].shape[1])))
+        return batch
+
+    task.collate = recording_collate  # type: ignore[method-assign]
+    marks: list[float] = []
+    result = fit(built.model, task, feats, [], [], cfg.train, cfg.seed, workdir,
+                 step_hooks=[lambda m, s: marks.append(time.perf_counter())])
+    w, s = args.warmup_steps, result.global_step
+    window = seen[w:s]  # batch k is consumed by optimizer step k + 1, whose hook wrote marks[k]
+    seconds = marks[s - 1] - marks[w - 1]
+    real = sum(batch_flops(lengths, width, n_params, layers, hidden)[0] for lengths, width in window)
+    padded = sum(batch_flops(lengths, width, n_params, layers, hidden)[1] for lengths, width in window)
+    tokens = sum(sum(lengths) for lengths, _ in window)
+    mean_tokens = tokens / max(1, len(window))
+    shaped = {name: matmul_flops_per_second(dt, int(mean_tokens), hidden, body.config.intermediate_size,
+                                            args.peak_repeats)
+              for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    achieved = real / seconds
+    return {"precision": precision, "batch_size": batch_size, "steps_measured": len(window), "seconds": seconds,
+            "real_tokens_per_second": tokens / seconds, "mean_batch_tokens": mean_tokens,
+            "model_tflops": achieved / 1e12, "padded_tflops": padded / seconds / 1e12,
+            "peak_fp32_tflops": peaks["fp32"] / 1e12, "peak_bf16_tflops": peaks["bf16"] / 1e12,
+            "ffn_shape_fp32_tflops": shaped["fp32"] / 1e12, "ffn_shape_bf16_tflops": shaped["bf16"] / 1e12,
+            "mfu_own_peak": achieved / peaks[precision], "mfu_bf16_peak": achieved / peaks["bf16"],
+            "non_embedding_params": n_params, "layers": layers, "hidden": hidden}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.side:
+        set_threads(args.threads)
+        with tempfile.TemporaryDirectory(prefix="bench_mfu_") as tmp:
+            emit({"side": args.side, **run_side(args, Path(tmp))})
+        return 0
+    results = []
+    for run in args.runs:
+        print(f"running {run} ...", flush=True)
+        results.append(run_contender(__file__, argv, run, args.timeout))
+    lines = [table(results, [("real tok/s", "real_tokens_per_second", "{:.0f}"),
+                             ("model TFLOP/s", "model_tflops", "{:.3f}"),
+                             ("padded TFLOP/s", "padded_tflops", "{:.3f}"),
+                             ("peak fp32", "peak_fp32_tflops", "{:.3f}"), ("peak bf16", "peak_bf16_tflops", "{:.3f}"),
+                             ("FFN-shape bf16", "ffn_shape_bf16_tflops", "{:.3f}"),
+                             ("MFU own peak", "mfu_own_peak", "{:.1%}"), ("MFU bf16 peak", "mfu_bf16_peak", "{:.1%}")])]
+    lines.extend(f"{r['side']}: FAILED {r['error']}" for r in results if "error" in r)
+    bf16 = next((r for r in results if r.get("precision") == "bf16" and r.get("batch_size") == 32), {})
+    mfu = bf16.get("mfu_bf16_peak")
+    lines.append(check("steady-state bf16 training MFU >= 50% of the bf16 matmul peak (batch 32)",
+                       None if mfu is None else mfu >= 0.5, "-" if mfu is None else f"{mfu:.1%}"))
+    print(f"\nMiniLM full fine-tuning on SST-2, {args.steps} steps after {args.warmup_steps} warm-up, {args.threads} "
+          f"threads; peak = best {args.peak_n}^3 torch.mm in the same process. FLOPs = sum_s 6*N*T_s + "
+          f"12*L*d*T_s^2 over real tokens (see the docstring)")
+    print("\n".join(lines))
+    setup = {k: v for k, v in vars(args).items() if k not in ("side", "out")}
+    path = write_results("mfu", {"setup": setup, "results": results, "checks": lines, "notes": __doc__}, args.out)
+    print(f"written: {path}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
