@@ -33,8 +33,9 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format src tests bench
 
+# BENCH_ARGS="--smoke" for a quick check, "--only train" for one script
 bench: setup
-	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py
+	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
