@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     setup = {k: v for k, v in vars(args).items() if k not in ("side", "out")}
     path = write_results("feature_cache", {"setup": setup, "results": results, "checks": lines, "notes": __doc__},
-                         args.out)
+                         args.out, smoke=args.smoke)
     print(f"written: {path}")
     return 1 if any("error" in r for r in results) else 0
 

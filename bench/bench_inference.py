@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     setup = {k: v for k, v in vars(args).items() if k not in ("side", "out", "dataset", "run_dir", "preds_out")}
     path = write_results("inference", {"setup": setup, "datasets": all_results, "checks": lines,
-                                       "notes": __doc__}, args.out)
+                                       "notes": __doc__}, args.out, smoke=args.smoke)
     print(f"written: {path}")
     return 1 if failed else 0
 

@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
           f"12*L*d*T_s^2 over real tokens (see the docstring)")
     print("\n".join(lines))
     setup = {k: v for k, v in vars(args).items() if k not in ("side", "out")}
-    path = write_results("mfu", {"setup": setup, "results": results, "checks": lines, "notes": __doc__}, args.out)
+    path = write_results("mfu", {"setup": setup, "results": results, "checks": lines, "notes": __doc__},
+                         args.out, smoke=args.smoke)
     print(f"written: {path}")
     return 1 if any("error" in r for r in results) else 0
 

@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = report(args, results)
     print("\n".join(lines))
     setup = {k: v for k, v in vars(args).items() if k not in ("side", "out")}
-    path = write_results("train", {"setup": setup, "results": results, "checks": lines,
-                                   "notes": __doc__}, args.out)
+    path = write_results("train", {"setup": setup, "results": results, "checks": lines, "notes": __doc__},
+                         args.out, smoke=args.smoke)
     print(f"written: {path}")
     return 0 if all("error" not in r for r in results) else 1
 

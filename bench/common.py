@@ -119,9 +119,9 @@ def _cpuinfo() -> str:
         return ""
 
 
-def write_results(name: str, payload: dict[str, Any], out: str | None = None) -> Path:
-    """``bench/results/<name>.json`` (or ``out``) with the machine description added."""
-    path = Path(out) if out else RESULTS / f"{name}.json"
+def write_results(name: str, payload: dict[str, Any], out: str | None = None, smoke: bool = False) -> Path:
+    """``bench/results/<name>.json`` (``<name>.smoke.json`` for smoke sizes; or ``out``) with the machine added."""
+    path = Path(out) if out else RESULTS / f"{name}{'.smoke' if smoke else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"bench": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **payload}
     path.write_text(json.dumps(payload, indent=2, default=str))

@@ -60,8 +60,9 @@ def recheck_near_ties(model: nn.Module, task: Task, batch: dict[str, Any], input
     if not rows:
         return
     device = next(iter(inputs.values())).device
+    forward = getattr(model, "_original_forward", model)  # accelerate's bf16 forward would re-enter autocast inside
     with torch.autocast(device_type=device.type, enabled=False):
-        exact = model(**{k: v[rows] for k, v in inputs.items()})
+        exact = forward(**{k: v[rows] for k, v in inputs.items()})
     sub = {k: v[rows] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     for j, pred in zip(rows, task.predict(exact, sub)):
         preds[j] = pred
