@@ -58,6 +58,7 @@ def test_bf16_prediction_rechecks_near_ties_in_fp32(tiny_bert_dir, monkeypatch):
 def test_recheck_is_fp32_even_inside_accelerates_bf16_forward(tiny_bert_dir):
     """After ``accelerator.prepare`` (as in fit) the model's forward enters bf16 autocast itself."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from tuneforge.tasks.classification.head import SequenceClassifier
 
@@ -65,7 +66,11 @@ def test_recheck_is_fp32_even_inside_accelerates_bf16_forward(tiny_bert_dir):
     torch.manual_seed(0)
     model = SequenceClassifier(load_backbone(str(tiny_bert_dir)), 3).eval()
     exact = np.array(predict_features(model, task, feats, 4, None))
-    prepared = Accelerator(cpu=True, mixed_precision="bf16").prepare(model)
-    assert hasattr(prepared, "_original_forward")
-    rechecked = np.array(predict_features(prepared, task, feats, 4, torch.bfloat16))
+    AcceleratorState._reset_state(reset_partial_state=True)  # a process-wide singleton: earlier tests set "no"
+    try:
+        prepared = Accelerator(cpu=True, mixed_precision="bf16").prepare(model)
+        assert hasattr(prepared, "_original_forward")
+        rechecked = np.array(predict_features(prepared, task, feats, 4, torch.bfloat16))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert np.allclose(rechecked, exact, atol=1e-6)
