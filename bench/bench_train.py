@@ -324,6 +324,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[str]
                              ("real tok/s", "tokens_per_second", "{:.0f}"),
                              ("pad share", "padding_share", "{:.1%}"),
                              (f"s to {args.target:.2f}", "seconds_to_target", "{:.0f}"),
+                             ("steps to tgt", "steps_to_target", "{:.0f}"),
                              ("wall to tgt", "wall_to_target", "{:.0f}"),
                              ("final acc", "final_accuracy", "{:.4f}"),
                              ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
