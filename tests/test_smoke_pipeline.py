@@ -43,3 +43,17 @@ def test_train_report_predict(tiny_bert_dir, tmp_path):
         assert (result.run_dir / name).exists(), name
     preds = Predictor.from_run_dir(result.run_dir).predict(["great love film", "terrible bad movie"])
     assert [p["label"] for p in preds] == ["positive", "negative"]
+
+
+def test_training_twice_in_one_process_with_different_precisions(tiny_bert_dir, tmp_path):
+    """accelerate's state is process-wide; a second run with another precision must still work."""
+    data = tmp_path / "toy.csv"
+    write_toy_csv(data, n=40)
+    for precision in ("fp32", "bf16", "fp32"):
+        result = train(config_from_dict({
+            "model": str(tiny_bert_dir), "output_dir": str(tmp_path / f"run_{precision}"),
+            "data": {"train": str(data), "split": {"validation": 0.25, "test": 0.25}},
+            "train": {"epochs": 1, "batch_size": 8, "progress": False, "precision": precision},
+            "eval": {"baselines": []},
+        }))
+        assert result.report["training"]["precision"] == precision

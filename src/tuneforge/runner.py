@@ -94,13 +94,11 @@ def mean_pooled_embedder(location: str, tokenizer: Any, batch_size: int = 64):
 
 def train(cfg: RunConfig) -> RunResult:
     """Run the whole workflow for ``cfg`` and return the report. Only rank 0 writes the run directory."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     set_threads(cfg.train.num_threads)
     precision = resolve_precision(cfg.train.precision)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision="bf16" if precision == "bf16" else "no")
+    accelerator = new_accelerator(precision)
     main = accelerator.is_main_process
     run_dir = Path(cfg.output_dir)
     if main:
@@ -152,6 +150,22 @@ def train(cfg: RunConfig) -> RunResult:
         print(f"\nrun directory: {run_dir}")
     accelerator.wait_for_everyone()
     return RunResult(run_dir, report)
+
+
+def new_accelerator(precision: str) -> Any:
+    """An ``Accelerator`` for this run's precision.
+
+    accelerate keeps one process-wide state and refuses a second ``Accelerator`` with another precision, so a
+    Python session that trains twice (fp32, then bf16) would fail. The precision part is reset; the distributed
+    part (process group, ranks) is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    mixed = "bf16" if precision == "bf16" else "no"
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
