@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tuneforge.tasks.backbone import token_states
+
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """(B, T, H) token states → (B, H). ``mean`` over real tokens, ``cls`` = first token, ``last`` = last real one."""
@@ -37,10 +39,7 @@ class SequenceClassifier(nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**kwargs).last_hidden_state  # (B, T, H)
+        hidden = token_states(self.backbone, input_ids, attention_mask, token_type_ids)  # (B, T, H)
         return pool(hidden, attention_mask, self.pooling)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tuneforge.tasks.backbone import token_states
+
 
 class TokenClassifier(nn.Module):
     """``backbone`` (an ``AutoModel``) → dropout → linear per token. Returns ``{"logits": (B, T, num_tags)}``."""
@@ -19,8 +21,5 @@ class TokenClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, **_: torch.Tensor) -> dict[str, torch.Tensor]:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**kwargs).last_hidden_state  # (B, T, H)
+        hidden = token_states(self.backbone, input_ids, attention_mask, token_type_ids)  # (B, T, H)
         return {"logits": self.classifier(self.dropout(hidden))}  # (B, T, num_tags)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tuneforge.tasks.backbone import token_states
+
 
 class SpanExtractor(nn.Module):
     """``backbone`` → linear(H, 2) per token. Returns ``{"start_logits": (B, T), "end_logits": (B, T)}``."""
@@ -18,9 +20,6 @@ class SpanExtractor(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, **_: torch.Tensor) -> dict[str, torch.Tensor]:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**kwargs).last_hidden_state  # (B, T, H)
+        hidden = token_states(self.backbone, input_ids, attention_mask, token_type_ids)  # (B, T, H)
         start, end = self.qa_outputs(hidden).unbind(-1)  # (B, T) each
         return {"start_logits": start, "end_logits": end}

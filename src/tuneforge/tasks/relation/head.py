@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tuneforge.tasks.backbone import token_states
+
 
 def marker_states(hidden: torch.Tensor, e1_pos: torch.Tensor, e2_pos: torch.Tensor) -> torch.Tensor:
     """(B, T, H) token states and (B,) marker positions → (B, 2H): ``[h[e1_pos]; h[e2_pos]]``."""
@@ -26,10 +28,7 @@ class RelationClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, e1_pos: torch.Tensor,
                 e2_pos: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 **_: torch.Tensor) -> dict[str, torch.Tensor]:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**kwargs).last_hidden_state  # (B, T, H)
+        hidden = token_states(self.backbone, input_ids, attention_mask, token_type_ids)  # (B, T, H)
         return {"logits": self.classifier(self.dropout(marker_states(hidden, e1_pos, e2_pos)))}
 
 
