@@ -18,7 +18,7 @@ from tuneforge.tasks.classification.task import ClassificationTask
 from tuneforge.tasks.classification_generative import data as cgdata
 from tuneforge.tasks.classification_generative.head import LabelScorer
 from tuneforge.tasks.generation import data as gdata
-from tuneforge.tasks.generation.task import generation_options
+from tuneforge.tasks.generation.task import generation_options, untuned_lm_predictions
 
 
 class GenerativeClassificationTask:
@@ -117,13 +117,7 @@ class GenerativeClassificationTask:
         return out
 
     def zero_shot(self, test: list[Example]) -> list[Any]:
-        from tuneforge.evaluation.evaluate import predict_features
-        from tuneforge.models import load_backbone
-
-        if not self.model_path:
-            raise ValueError("the zero-shot baseline needs TaskContext.model_path (the untuned model)")
-        model = self.build_model(load_backbone(self.model_path, causal_lm=True))
-        return predict_features(model, self, [self.encode(ex) for ex in test], self.baseline_batch_size)
+        return untuned_lm_predictions(self, test)
 
     def format_prediction(self, pred: Any, ex: Example) -> dict[str, Any]:
         return self.cls.format_prediction(pred, ex)

@@ -145,13 +145,7 @@ class GenerationTask:
         return out
 
     def zero_shot(self, test: list[Example]) -> list[Any]:
-        from tuneforge.evaluation.evaluate import predict_features
-        from tuneforge.models import load_backbone
-
-        if not self.model_path:
-            raise ValueError("the zero-shot baseline needs TaskContext.model_path (the untuned model)")
-        model = self.build_model(load_backbone(self.model_path, causal_lm=True))
-        return predict_features(model, self, [self.encode(ex) for ex in test], self.baseline_batch_size)
+        return untuned_lm_predictions(self, test)
 
     def format_prediction(self, pred: Any, ex: Example) -> dict[str, Any]:
         return {"generated": pred["text"]}
@@ -167,3 +161,14 @@ class GenerationTask:
 
 
 TASKS.register("generation", GenerationTask)
+
+
+def untuned_lm_predictions(task: Any, test: list[Example]) -> list[Any]:
+    """The zero-shot baseline of the generative tasks: the untuned LM behind ``task``'s own head and decoding."""
+    from tuneforge.evaluation.evaluate import predict_features
+    from tuneforge.models import load_backbone
+
+    if not task.model_path:
+        raise ValueError("the zero-shot baseline needs TaskContext.model_path (the untuned model)")
+    model = task.build_model(load_backbone(task.model_path, causal_lm=True))
+    return predict_features(model, task, [task.encode(ex) for ex in test], task.baseline_batch_size)
