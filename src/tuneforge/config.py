@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +11,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config problem, naming the field (``train.lr``) and, when known, the file."""
+from tuneforge.config_typing import ConfigError, build_section, field_hints
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -205,15 +203,6 @@ class RunConfig:
         return d
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
 def _section_type(tp: Any) -> type:
     if isinstance(tp, str):
         return globals()[tp.split("|")[0].strip()]
@@ -223,75 +212,6 @@ def _section_type(tp: Any) -> type:
 def _is_section(tp: Any) -> bool:
     name = tp if isinstance(tp, str) else getattr(tp, "__name__", "")
     return isinstance(name, str) and name.split("|")[0].strip().endswith("Config")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against a type hint, converting int→float and str numbers where YAML left them."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} does not fit {_type_name(tp)}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _build(tp, value, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value
-
-
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "").replace("NoneType", "null")
-
-
-def _build(cls: type, raw: dict[str, Any], where: str = "") -> Any:
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    kwargs = {}
-    for key, value in raw.items():
-        path = f"{where}.{key}" if where else key
-        if key not in fields:
-            raise ConfigError(f"{path}: unknown field; known: {', '.join(sorted(fields))}")
-        kwargs[key] = _coerce(value, hints[key], path)
-    return cls(**kwargs)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -327,26 +247,18 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
     >>> config_from_dict({"task": "classification"}, ["train.lr=1e-4"]).train.lr
     0.0001
     """
-    raw = _deep_copy(raw or {})
+    raw = copy.deepcopy(raw or {})
     for item in overrides or []:
         keys, value = parse_override(item)
         _set_path(raw, keys, value)
     # YAML reads 5e-5 as a string; the type pass turns it into a float where a float is expected.
     try:
-        cfg = _build(RunConfig, raw)
+        cfg = build_section(RunConfig, raw)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}" if source else str(e)) from None
     cfg.source = source
     _validate(cfg)
     return cfg
-
-
-def _deep_copy(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _deep_copy(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_deep_copy(v) for v in d]
-    return d
 
 
 _CHOICES = {
@@ -424,7 +336,7 @@ def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
         if f.metadata.get("internal"):
             continue
         key = f"{prefix}{f.name}"
-        tp = _hints(cls)[f.name]
+        tp = field_hints(cls)[f.name]
         sub = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
         if sub:
             out.extend(describe_fields(sub[0], key + "."))
