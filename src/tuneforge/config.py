@@ -29,9 +29,10 @@ class SplitConfig:
 
 @dataclass
 class DataConfig:
-    train: str | None = _f(None, "Training file (CSV, TSV, JSON, JSONL or `lines`).")
-    validation: str | None = _f(None, "Validation file; carved from train when unset.")
-    test: str | None = _f(None, "Test file; carved from train when unset.")
+    train: str | list[str] | None = _f(None, "Training file (CSV, TSV, JSON, JSONL or `lines`), or a list of files "
+                                             "read in order and concatenated.")
+    validation: str | list[str] | None = _f(None, "Validation file(s); carved from train when unset.")
+    test: str | list[str] | None = _f(None, "Test file(s); carved from train when unset.")
     format: str = _f("auto", "auto (by extension) | csv | tsv | json | jsonl | lines | conll | squad | ...")
     text_column: str = _f("text", "Column holding the input text.")
     text_pair_column: str | None = _f(None, "Second text column for sentence-pair tasks.")
@@ -313,14 +314,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 def _resolve_paths(cfg: RunConfig, base: Path) -> None:
     """Data paths in a config are relative to the config file, so configs work from any working directory."""
+    def resolve(value: str) -> str:
+        if Path(value).is_absolute():
+            return value
+        candidate = (base / value).resolve()
+        return str(candidate) if candidate.exists() or not Path(value).exists() else str(Path(value).resolve())
+
     for name in ("train", "validation", "test"):
         value = getattr(cfg.data, name)
-        if value and not Path(value).is_absolute():
-            candidate = (base / value).resolve()
-            if candidate.exists() or not Path(value).exists():
-                setattr(cfg.data, name, str(candidate))
-            else:
-                setattr(cfg.data, name, str(Path(value).resolve()))
+        if isinstance(value, list):
+            setattr(cfg.data, name, [resolve(v) for v in value])
+        elif value:
+            setattr(cfg.data, name, resolve(value))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -44,7 +44,7 @@ def hardware() -> dict[str, Any]:
     return hw
 
 
-def build_meta(files: dict[str, str | None], seed: int, model: dict[str, str], precision: str,
+def build_meta(files: dict[str, str | list[str] | None], seed: int, model: dict[str, str], precision: str,
                world_size: int = 1) -> dict[str, Any]:
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -54,5 +54,12 @@ def build_meta(files: dict[str, str | None], seed: int, model: dict[str, str], p
         "world_size": world_size,
         "versions": versions(),
         "hardware": hardware(),
-        "data": {split: {"path": p, "sha256": sha256_file(p)} for split, p in files.items() if p and Path(p).is_file()},
+        "data": {split: _file_entry(p) for split, p in files.items() if p},
     }
+
+
+def _file_entry(paths: str | list[str]) -> dict[str, str] | list[dict[str, str]]:
+    """``{"path", "sha256"}`` for one data file; a list of them when a split reads several files."""
+    entries = [{"path": p, "sha256": sha256_file(p)} for p in ([paths] if isinstance(paths, str) else paths)
+               if Path(p).is_file()]
+    return entries[0] if isinstance(paths, str) and entries else entries

@@ -65,8 +65,9 @@ def render_card(run_dir: Path, cfg: Any, info: dict[str, Any], folder: str | Non
     lines = [f"# {Path(cfg.output_dir).name}: {info['task']} on `{cfg.model}` ({info['method']}, merged)", "",
              f"Fine-tuned with TuneForge; the {info['method']} adapter is merged into the base weights, so this is "
              f"a plain `{info['body_class']}` checkpoint plus the task head.", "", "## Data", ""]
-    for split, entry in (meta.get("data") or {}).items():
-        lines.append(f"- {split}: `{entry.get('path')}` (sha256 {str(entry.get('sha256'))[:12]}…)")
+    for split, entries in (meta.get("data") or {}).items():
+        for entry in entries if isinstance(entries, list) else [entries]:
+            lines.append(f"- {split}: `{entry.get('path')}` (sha256 {str(entry.get('sha256'))[:12]}…)")
     for split, entry in (audit.get("splits") or {}).items():
         if isinstance(entry, dict) and "count" in entry:
             lines.append(f"- {split}: {entry['count']} examples")

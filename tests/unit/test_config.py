@@ -71,3 +71,28 @@ def test_every_shipped_config_loads(path):
 
     assert cfg.task in TASKS
     assert cfg.data.train
+
+
+def test_a_split_can_read_several_files_in_order(tmp_path):
+    """data.train takes a list: each path resolves against the config, files are concatenated, meta hashes each."""
+    from tuneforge.data.load import load_splits
+    from tuneforge.data.readers import DataError
+    from tuneforge.meta import build_meta
+    from tuneforge.tasks.base import TaskContext, build_task
+
+    (tmp_path / "a.csv").write_text("text,label\nfirst,x\nsecond,y\n")
+    (tmp_path / "b.csv").write_text("text,label\nthird,x\n")
+    (tmp_path / "t.csv").write_text("text,label\nfourth,y\n")
+    p = tmp_path / "c.yaml"
+    p.write_text("task: classification\ndata:\n  train: [a.csv, b.csv]\n  test: t.csv\n  split: {validation: 0}\n")
+    cfg = load_config(p)
+    assert cfg.data.train == [str((tmp_path / n).resolve()) for n in ("a.csv", "b.csv")]
+    task = build_task("classification", TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind="encoder"))
+    loaded = load_splits(cfg.data, task, cfg.seed)
+    assert [r["text"] for r in loaded.splits["train"]] == ["first", "second", "third"]
+    meta = build_meta(loaded.files, 0, {"name": "m"}, "fp32")
+    assert [e["path"] for e in meta["data"]["train"]] == cfg.data.train and meta["data"]["test"]["sha256"]
+
+    (tmp_path / "b.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match="b.csv"):
+        load_splits(cfg.data, task, cfg.seed)

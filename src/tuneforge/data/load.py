@@ -14,9 +14,16 @@ SPLITS = ("train", "validation", "test")
 @dataclass
 class LoadedData:
     splits: dict[str, list[dict[str, Any]]]
-    files: dict[str, str | None]
+    files: dict[str, str | list[str] | None]
     bad_rows: list[dict[str, Any]] = field(default_factory=list)
     carved: list[str] = field(default_factory=list)  # which splits were cut from the train file
+
+
+def split_paths(value: str | list[str] | None) -> list[str]:
+    """The files of one split: ``data.train`` and friends take one path or a list of paths."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
@@ -31,11 +38,16 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
                        text_column=data.text_column, label_column=data.label_column,
                        target_suffix=data.target_suffix)
     files = {name: getattr(data, name) for name in SPLITS}
-    parsed = {name: task.parse(read_file(path, data.format, opts, bad), bad)
-              for name, path in files.items() if path}
-    for name, examples in parsed.items():
-        if not examples:
-            raise DataError(files[name], None, f"no usable examples in the {name} split")
+    parsed = {}
+    for name, paths in files.items():
+        if not paths:
+            continue
+        parsed[name] = []
+        for path in split_paths(paths):  # a list of files is read in order and concatenated
+            examples = task.parse(read_file(path, data.format, opts, bad), bad)
+            if not examples:
+                raise DataError(path, None, f"no usable examples in this {name} file")
+            parsed[name].extend(examples)
     missing = {name: getattr(data.split, name) for name in ("validation", "test") if name not in parsed}
     missing = {k: v for k, v in missing.items() if v > 0}
     splits = dict(parsed)
