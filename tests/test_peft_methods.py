@@ -97,3 +97,40 @@ def test_unknown_peft_method_names_the_known_ones():
         config_from_dict({"peft": {"method": "loraa"}})
     with pytest.raises(ConfigError, match="peft.adapter_kind"):
         config_from_dict({"peft": {"method": "adapter", "adapter_kind": "parallel"}})
+
+
+def test_adalora_orthogonality_term_equals_peft_and_reaches_fit(tiny_bert_dir, tmp_path, monkeypatch):
+    """peft adds AdaLoRA's ||PP^T - I|| penalty only to a loss the model returns itself; our heads compute the loss
+    outside, so fit adds the same term: equal to what peft adds, differentiable, and wired in by build_model."""
+    from peft import AdaLoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from tuneforge.peft_methods import adalora_orthogonality
+
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    model = get_peft_model(base, AdaLoraConfig(task_type="SEQ_CLS", init_r=4, target_r=2, total_step=10,
+                                               orth_reg_weight=0.5))
+    model.eval()
+    with torch.no_grad():  # lora_B starts at zero: move both factors off orthogonality
+        for n, p in model.named_parameters():
+            if "lora_A" in n or "lora_B" in n:
+                p.add_(torch.randn_like(p))
+    ids, labels = torch.tensor([[2, 40, 41, 3]]), torch.tensor([1])
+    out = model(input_ids=ids, labels=labels)
+    penalty = adalora_orthogonality(model)(model)
+    torch.testing.assert_close(out.loss - torch.nn.functional.cross_entropy(out.logits, labels), penalty)
+    assert penalty > 0
+    penalty.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
+
+    cfg = tiny_config("classification", "adalora", tmp_path, tiny_bert_dir, train={"epochs": 1, "batch_size": 4},
+                      peft={"r": 4, "target_r": 2})
+    seen = []
+    import tuneforge.peft_methods as pm
+
+    real = pm.adalora_orthogonality
+    monkeypatch.setattr(pm, "adalora_orthogonality",
+                        lambda m: (lambda model: seen.append(1) or real(m)(model)))
+    train_pair(cfg, monkeypatch)
+    assert seen, "fit never added AdaLoRA's orthogonality term"

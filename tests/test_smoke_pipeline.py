@@ -57,3 +57,23 @@ def test_training_twice_in_one_process_with_different_precisions(tiny_bert_dir, 
             "eval": {"baselines": []},
         }))
         assert result.report["training"]["precision"] == precision
+
+
+def test_training_reads_a_list_of_train_files(tiny_bert_dir, tmp_path, monkeypatch):
+    """data.train as a list of relative paths: the saved config holds absolute paths, meta.json hashes each file."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    write_toy_csv(tmp_path / "a.csv", n=30, seed=0)
+    write_toy_csv(tmp_path / "b.csv", n=30, seed=1)
+    result = train(config_from_dict({
+        "model": str(tiny_bert_dir), "output_dir": "run",
+        "data": {"train": ["a.csv", "b.csv"], "split": {"validation": 0.2, "test": 0.2}},
+        "train": {"epochs": 1, "batch_size": 8, "progress": False, "precision": "fp32"}, "eval": {"baselines": []},
+    }))
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["data"]["train"] == [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert [Path(e["path"]).name for e in meta["data"]["train"]] == ["a.csv", "b.csv"]
+    audit = json.loads((result.run_dir / "audit.json").read_text())
+    assert sum(audit["splits"][s]["count"] for s in ("train", "validation", "test")) == 60

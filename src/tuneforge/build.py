@@ -10,7 +10,7 @@ from torch import nn
 from tuneforge.models import ResolvedModel, load_backbone
 from tuneforge.tasks.base import Task
 from tuneforge.training.freezing import apply_freezing, count_parameters
-from tuneforge.training.loop import StepHook
+from tuneforge.training.loop import LossTerm, StepHook
 
 
 @dataclass
@@ -18,6 +18,7 @@ class BuiltModel:
     model: nn.Module
     step_hooks: list[StepHook] = field(default_factory=list)
     parameters: dict[str, int] = field(default_factory=dict)
+    loss_terms: list[LossTerm] = field(default_factory=list)  # regularisers fit adds to the loss (AdaLoRA's)
 
 
 def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, freeze_policy: str, freeze_k: int,
@@ -25,14 +26,17 @@ def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, free
     """The same code path builds the model for training and for loading a run, so weights always fit."""
     backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=getattr(task, "needs_lm_head", False))
     hooks: list[StepHook] = []
+    terms: list[LossTerm] = []
     if peft is not None and peft.method:
-        from tuneforge.peft_methods import apply_peft  # imported lazily: peft is only needed for PEFT runs
+        # lazily: peft is only needed for PEFT runs
+        from tuneforge.peft_methods import apply_peft, loss_terms_for
 
         backbone, hooks = apply_peft(backbone, peft, task_type=getattr(task, "peft_task_type", "FEATURE_EXTRACTION"),
                                      total_steps=total_steps)
+        terms = loss_terms_for(backbone, peft)
     model = task.build_model(backbone)
     if peft is not None and peft.method:
         counts = count_parameters(model)
     else:
         counts = apply_freezing(model, freeze_policy, freeze_k)
-    return BuiltModel(model, hooks, counts)
+    return BuiltModel(model, hooks, counts, terms)

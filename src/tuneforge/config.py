@@ -308,11 +308,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     cfg = config_from_dict(raw, overrides, source=str(path))
-    _resolve_paths(cfg, path.parent)
+    resolve_data_paths(cfg, path.parent)
     return cfg
 
 
-def _resolve_paths(cfg: RunConfig, base: Path) -> None:
+def resolve_data_paths(cfg: RunConfig, base: Path) -> None:
     """Data paths in a config are relative to the config file, so configs work from any working directory."""
     def resolve(value: str) -> str:
         if Path(value).is_absolute():

@@ -12,9 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from tuneforge.registry import Registry
 
 StepHook = Callable[[Any, int], None]  # (unwrapped model, global step) after each optimizer step
+LossTerm = Callable[[Any], torch.Tensor]  # (model) -> a scalar added to the mean loss of every micro-batch
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,38 @@ def adalora_hook(peft_model: Any) -> StepHook:
         peft_model.base_model.update_and_allocate(global_step)
 
     return update_and_allocate
+
+
+def loss_terms_for(wrapped: Any, cfg: Any) -> list[LossTerm]:
+    """Regularisers ``fit`` adds to the mean training loss for the method ``cfg.method`` (none for most)."""
+    peft_model = find_peft_model(wrapped)
+    if cfg.method == "adalora" and peft_model is not None:
+        return [adalora_orthogonality(peft_model)]
+    return []
+
+
+def adalora_orthogonality(peft_model: Any) -> LossTerm:
+    """AdaLoRA's orthogonality regulariser ``orth_reg_weight * mean ||PP^T - I||_F`` over its P (lora_A) and Q
+    (lora_B) factors, exactly as ``peft.AdaLoraModel.forward`` adds it.
+
+    peft only adds it when the model itself returns a loss; TuneForge task heads compute the loss outside the
+    model, so without this term the SVD factors drift from orthogonality and the importance scores that drive
+    the rank allocation lose their meaning.
+    """
+    name = peft_model.base_model.trainable_adapter_name
+    weight = float(peft_model.peft_config[name].orth_reg_weight)
+    factors = [(n, p) for n, p in peft_model.base_model.model.named_parameters()
+               if ("lora_A" in n or "lora_B" in n) and name in n]
+
+    def penalty(_model: Any) -> torch.Tensor:
+        total = factors[0][1].new_zeros((), dtype=torch.float32)
+        for n, p in factors:
+            p = p.float()  # outside autocast's bf16: the identity is the target
+            cov = p @ p.T if "lora_A" in n else p.T @ p
+            total = total + torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], device=cov.device), "fro")
+        return weight * total / max(len(factors), 1)
+
+    return penalty
 
 
 def adalora_ranks(state: dict[str, Any]) -> dict[str, int]:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from tuneforge.build import build_model
-from tuneforge.config import RunConfig, save_config
+from tuneforge.config import RunConfig, resolve_data_paths, save_config
 from tuneforge.data.audit import audit_splits, format_audit
 from tuneforge.data.load import LoadedData, load_splits
 from tuneforge.evaluation.evaluate import predict_features
@@ -131,7 +131,7 @@ def train(cfg: RunConfig) -> RunResult:
               f"({100 * p['trainable'] / max(1, p['total']):.2f}%)")
     result = fit(built.model, task, features["train"], features[val_name], data.splits[val_name], cfg.train,
                  cfg.seed, run_dir, accelerator=accelerator, step_hooks=built.step_hooks,
-                 eval_batch_size=cfg.eval.batch_size)
+                 eval_batch_size=cfg.eval.batch_size, loss_terms=built.loss_terms)
 
     # after: the tuned model (best checkpoint restored by fit) on every split we have, test included
     dtype = torch.bfloat16 if precision == "bf16" else None
@@ -178,9 +178,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
 def _write_run_files(run_dir: Path, cfg: RunConfig, task: Task, tokenizer: Any, data: LoadedData,
                      audit_report: dict[str, Any], resolved: ResolvedModel, precision: str, world: int) -> None:
     """Everything needed to reproduce and serve the run, written before training starts."""
-    for split in ("train", "validation", "test"):  # the saved config must work from any directory
-        if getattr(cfg.data, split):
-            setattr(cfg.data, split, str(Path(getattr(cfg.data, split)).resolve()))
+    resolve_data_paths(cfg, Path.cwd())  # the saved config must work from any directory
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_json(run_dir / "audit.json", audit_report)
     atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})

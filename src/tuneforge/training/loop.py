@@ -46,11 +46,13 @@ class FitResult:
 
 
 StepHook = Callable[[nn.Module, int], None]  # (unwrapped model, global_step) after each optimizer step
+LossTerm = Callable[[nn.Module], torch.Tensor]  # (unwrapped model) -> a regulariser added to the mean loss
 
 
 def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Feature], val_examples: list[Example],
         cfg: Any, seed: int, run_dir: Path, accelerator: Accelerator | None = None,
-        step_hooks: Sequence[StepHook] = (), metric: str | None = None, eval_batch_size: int = 64) -> FitResult:
+        step_hooks: Sequence[StepHook] = (), metric: str | None = None, eval_batch_size: int = 64,
+        loss_terms: Sequence[LossTerm] = ()) -> FitResult:
     """Train ``model`` on ``train`` features, validating on ``val``; the best weights are restored at the end.
 
     ``cfg`` is the ``train`` config section. Checkpoints go to ``run_dir/checkpoints``; with
@@ -154,6 +156,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
                 with sync, accelerator.autocast():
                     outputs = model(**model_inputs(batch, accelerator.device))
                     loss_sum, items = task.loss(outputs, batch)
+                    for term in loss_terms:  # added to the mean loss: weighted by this micro-batch's share of items
+                        loss_sum = loss_sum + term(accelerator.unwrap_model(model)) * items
                 loss = scaled_loss(loss_sum, window_items)
                 accelerator.backward(loss)
                 loss_total += float(loss_sum.detach())
