@@ -47,6 +47,9 @@ class DataConfig:
     skip_bad_rows: bool = _f(False, "Skip malformed rows instead of failing; the audit counts them with reasons.")
     max_length: int = _f(128, "Maximum tokens per example; longer inputs are truncated and counted by the audit.")
     limit: int | None = _f(None, "Use only the first N training rows (after the split), for quick runs.")
+    validation_limit: int | None = _f(None, "Use only the first N validation rows (after the split): generative "
+                                            "tasks decode every validation prompt at each evaluation.")
+    test_limit: int | None = _f(None, "Use only the first N test rows (after the split); the report says so.")
     split: SplitConfig = _f(None, "How a single file is split.", )
     near_duplicate_threshold: float = _f(0.9, "Jaccard similarity of word 3-shingles above which texts are near-duplicates.")
 

@@ -96,3 +96,21 @@ def test_a_split_can_read_several_files_in_order(tmp_path):
     (tmp_path / "b.csv").write_text("text,label\n")
     with pytest.raises(DataError, match="b.csv"):
         load_splits(cfg.data, task, cfg.seed)
+
+
+def test_limits_cut_each_split_after_carving(tmp_path):
+    from tuneforge.data.load import load_splits
+    from tuneforge.tasks.base import TaskContext, build_task
+
+    rows = "".join(f"text {i},{'xy'[i % 2]}\n" for i in range(100))
+    (tmp_path / "a.csv").write_text("text,label\n" + rows)
+    cfg = config_from_dict({"task": "classification", "data": {
+        "train": str(tmp_path / "a.csv"), "split": {"validation": 0.2, "test": 0.2},
+        "limit": 10, "validation_limit": 5, "test_limit": 7}})
+    task = build_task("classification", TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind="encoder"))
+    full = load_splits(config_from_dict({"task": "classification", "data": {
+        "train": str(tmp_path / "a.csv"), "split": {"validation": 0.2, "test": 0.2}}}).data, task, cfg.seed).splits
+    cut = load_splits(cfg.data, task, cfg.seed).splits
+    assert {k: len(v) for k, v in cut.items()} == {"train": 10, "validation": 5, "test": 7}
+    for name in cut:  # the same carve, then the first N rows of each split
+        assert cut[name] == full[name][: len(cut[name])]

@@ -55,6 +55,7 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
         key = task.stratify_key if data.split.stratify else None
         carved = stratified_split(parsed["train"], missing, seed, key=key)
         splits.update(carved)
-    if data.limit:
-        splits["train"] = splits["train"][: data.limit]
+    for name, limit in (("train", data.limit), ("validation", data.validation_limit), ("test", data.test_limit)):
+        if limit and name in splits:
+            splits[name] = splits[name][:limit]
     return LoadedData({k: splits[k] for k in SPLITS if k in splits}, files, bad.rows, list(missing))
