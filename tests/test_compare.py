@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,6 +47,8 @@ def test_compare_two_methods_and_a_failure(tmp_path, tiny_bert_dir, capsys):
     table = (out / "compare.md").read_text()
     assert "| lora | 0.0005 |" in table and "failed" in table
     assert (out / "compare.png").stat().st_size > 10_000
+    snapshot = yaml.safe_load((out / "config.yaml").read_text())  # what every method read, whatever the file says now
+    assert snapshot["train"]["epochs"] == 2 and Path(snapshot["data"]["train"]).is_absolute()
     assert "| lora |" in capsys.readouterr().out
 
 

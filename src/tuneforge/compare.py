@@ -74,15 +74,21 @@ def compare(config: str | Path, methods: list[str], out: str | Path, overrides: 
     """
     for m in methods:
         method_overrides(m)  # fail fast on an unknown name
+    from tuneforge.config import load_config, save_config
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # every method reads this snapshot (data paths made absolute), so editing the config file while a long
+    # compare runs cannot give its rows different settings
+    snapshot = out / "config.yaml"
+    save_config(load_config(config), snapshot)
     rows = []
     for m in methods:
         run_dir = out / m
         run_dir.mkdir(parents=True, exist_ok=True)
         args = [*(overrides or []), *COMMON, *method_overrides(m), *(per_method or {}).get(m, []),
                 f"output_dir={run_dir}"]
-        rows.append(_run_method(m, str(config), args, run_dir, timeout))
+        rows.append(_run_method(m, str(snapshot), args, run_dir, timeout))
         print(f"compare: {m}: {rows[-1].status}", flush=True)
         write_outputs(out, rows, str(config))
     return rows
