@@ -30,10 +30,24 @@ def test_adalora_hook_reallocates_ranks(tiny_bert_dir, tmp_path, monkeypatch):
     assert peft_model.peft_config["default"].rank_pattern, "update_and_allocate never allocated a rank pattern"
     last = list_checkpoints(trained.run_dir / "checkpoints")[-1]  # the final state (best/ may predate pruning)
     ranks = adalora_ranks(load_file(str(last / "model.safetensors")))
-    assert len(ranks) == 4  # peft targets query and value in each of the 2 layers
+    assert len(ranks) == 12  # every linear layer of the 2 blocks: query, key, value, 2 × output.dense, intermediate
     assert sum(ranks.values()) < 4 * len(ranks), ranks  # the budget shrank from the initial uniform rank
     assert sum(ranks.values()) == 2 * len(ranks), ranks  # ... to target_r on average
     assert len(set(ranks.values())) > 1, ranks  # and the ranks are not uniform
+
+
+def test_lora_targets_every_block_linear_layer_by_default_and_the_run_records_them(tiny_bert_dir, tmp_path,
+                                                                                   monkeypatch):
+    import yaml
+
+    cfg = tiny_config("classification", "lora", tmp_path, tiny_bert_dir, train={"epochs": 1, "batch_size": 4})
+    cfg.peft.target_modules = None
+    trained = train_pair(cfg, monkeypatch)
+    wanted = ["intermediate.dense", "output.dense", "self.key", "self.query", "self.value"]
+    saved = yaml.safe_load((trained.run_dir / "config.yaml").read_text())
+    assert saved["peft"]["target_modules"] == wanted
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in find_peft_model(trained.model).named_parameters() if ".lora_A" in n}
+    assert len(adapted) == 2 * 6 and not any("pooler" in n for n in adapted)
 
 
 def test_adalora_schedule_leaves_a_budgeting_phase():

@@ -123,7 +123,8 @@ class PeftConfig:
     r: int = _f(8, "LoRA rank (initial rank for AdaLoRA).")
     alpha: int = _f(16, "LoRA scaling alpha.")
     dropout: float = _f(0.1, "Dropout inside the adapter.")
-    target_modules: list[str] | None = _f(None, "Module names to adapt; a per-architecture default when unset.")
+    target_modules: list[str] | None = _f(None, "Module names to adapt. Unset: LoRA/AdaLoRA adapt every linear layer of "
+                                                  "the transformer blocks; IA3 uses peft's per-architecture default.")
     num_virtual_tokens: int = _f(20, "Prefix/prompt length for prompt-learning methods.")
     target_r: int = _f(4, "AdaLoRA: average target rank.")
     adapter_size: int = _f(64, "Bottleneck adapter width.")
