@@ -14,7 +14,7 @@ from tuneforge.compare import method_overrides
 
 
 def test_method_overrides():
-    assert method_overrides("lora") == ["peft.method=lora", "freeze.policy=full", "train.lr=0.0005"]
+    assert method_overrides("lora") == ["peft.method=lora", "freeze.policy=full", "train.lr=0.001"]
     assert method_overrides("full") == ["peft.method=null", "freeze.policy=full"]
     try:
         method_overrides("qlora")
@@ -42,10 +42,10 @@ def test_compare_two_methods_and_a_failure(tmp_path, tiny_bert_dir, capsys):
         assert 0 < r["trainable"] < r["total"] and 0 < r["trainable_pct"] < 100
         assert r["peak_rss_mb"] > 50 and r["seconds_per_epoch"] >= 0 and r["checkpoint_mb"] > 0
         assert 0 <= r["test_metric"] <= 1 and r["metric"] == "test accuracy"
-    assert rows["lora"]["lr"] == 5e-4 and rows["head_only"]["lr"] == 1e-3
+    assert rows["lora"]["lr"] == 1e-3 and rows["head_only"]["lr"] == 1e-3
     assert rows["head_only"]["trainable"] < rows["lora"]["trainable"]  # the head alone vs head + adapter
     table = (out / "compare.md").read_text()
-    assert "| lora | 0.0005 |" in table and "failed" in table
+    assert "| lora | 0.001 |" in table and "failed" in table
     assert (out / "compare.png").stat().st_size > 10_000
     snapshot = yaml.safe_load((out / "config.yaml").read_text())  # what every method read, whatever the file says now
     assert snapshot["train"]["epochs"] == 2 and Path(snapshot["data"]["train"]).is_absolute()
