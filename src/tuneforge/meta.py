@@ -60,6 +60,7 @@ def build_meta(files: dict[str, str | list[str] | None], seed: int, model: dict[
 
 def _file_entry(paths: str | list[str]) -> dict[str, str] | list[dict[str, str]]:
     """``{"path", "sha256"}`` for one data file; a list of them when a split reads several files."""
-    entries = [{"path": p, "sha256": sha256_file(p)} for p in ([paths] if isinstance(paths, str) else paths)
-               if Path(p).is_file()]
+    from tuneforge.data.load import split_paths
+
+    entries = [{"path": p, "sha256": sha256_file(p)} for p in split_paths(paths) if Path(p).is_file()]
     return entries[0] if isinstance(paths, str) and entries else entries

@@ -15,9 +15,7 @@ from typing import Any
 import torch
 
 from tuneforge.registry import Registry
-
-StepHook = Callable[[Any, int], None]  # (unwrapped model, global step) after each optimizer step
-LossTerm = Callable[[Any], torch.Tensor]  # (model) -> a scalar added to the mean loss of every micro-batch
+from tuneforge.training.loop import LossTerm, StepHook
 
 
 @dataclass(frozen=True)
