@@ -86,6 +86,8 @@ class TrainConfig:
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
     lr: float = _f(5e-5, "Peak learning rate for the backbone.")
     head_lr: float | None = _f(None, "Learning rate for new head parameters; defaults to lr.")
+    layer_lr_decay: float | None = _f(None, "Layer-wise lr decay: block i of L trains at lr * decay^(L-1-i), "
+                                            "embeddings at lr * decay^L; null = one lr for the whole body.")
     optimizer: str = _f("adamw", "adamw | sgd.")
     momentum: float = _f(0.9, "SGD momentum.")
     weight_decay: float = _f(0.01, "Decoupled weight decay; never applied to biases and LayerNorm weights.")
@@ -288,6 +290,8 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{section}.{name}: {value!r} is not one of {', '.join(choices)}")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+    if cfg.train.layer_lr_decay is not None and not 0 < cfg.train.layer_lr_decay <= 1:
+        raise ConfigError(f"train.layer_lr_decay: {cfg.train.layer_lr_decay!r} must be in (0, 1]")
     if not 0 <= cfg.data.split.validation < 1 or not 0 <= cfg.data.split.test < 1:
         raise ConfigError("data.split.validation and data.split.test must be in [0, 1)")
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "auto":

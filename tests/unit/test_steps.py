@@ -76,3 +76,22 @@ def test_batch_sampler_is_deterministic_per_epoch_and_groups_lengths():
     assert sorted(i for b in a for i in b) == list(range(1000))
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in a) / len(a)
     assert spread < 3  # length-grouped: little padding inside a batch
+
+
+def test_layer_lr_decay_scales_each_block_and_keeps_the_head_at_lr():
+    from transformers import BertConfig, BertModel
+
+    from tuneforge.tasks.classification.head import SequenceClassifier
+
+    cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=3, num_attention_heads=2, intermediate_size=16)
+    model = SequenceClassifier(BertModel(cfg), num_labels=2)
+    groups = param_groups(model, weight_decay=0.1, lr=1e-3, head_lr=None, layer_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
+    for i, scale in ((2, 1.0), (1, 0.5), (0, 0.25)):  # top block at lr, each one below halved
+        assert lr_of[id(named[f"backbone.encoder.layer.{i}.attention.self.query.weight"])] == pytest.approx(1e-3 * scale)
+    assert lr_of[id(named["backbone.embeddings.word_embeddings.weight"])] == pytest.approx(1e-3 * 0.125)
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    # without decay: one lr for every group
+    assert {g["lr"] for g in param_groups(model, 0.1, 1e-3, None)} == {1e-3}

@@ -74,7 +74,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     sampler = BatchSampler([f["length"] for f in train], cfg.batch_size, seed,
                            length_grouped=cfg.batching == "length_grouped")
     loader = DataLoader(list(train), batch_sampler=sampler, collate_fn=task.collate)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.head_lr, cfg.momentum)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.head_lr, cfg.momentum,
+                                cfg.layer_lr_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     batches_per_epoch = len(loader)
     windows = accumulation_windows(batches_per_epoch, cfg.grad_accum)
