@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -47,7 +48,6 @@ from common import (  # noqa: E402
     check,
     emit,
     minilm_path,
-    ratio,
     read_table,
     run_contender,
     set_threads,
@@ -63,10 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     p.add_argument("--train-limit", type=int, default=None, help="first N rows of train.tsv (default: all 67,349)")
     p.add_argument("--dev-limit", type=int, default=None, help="first N rows of dev.tsv (default: all 872)")
-    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--epochs", type=float, default=3, help="configs/classification/sst2.yaml's")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=8e-5, help="configs/classification/sst2.yaml's")
-    p.add_argument("--warmup-ratio", type=float, default=0.06)
+    p.add_argument("--lr", type=float, default=3e-5, help="configs/classification/sst2.yaml's")
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="configs/classification/sst2.yaml's")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--max-length", type=int, default=128)
@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--timeout", type=float, default=None, help="seconds per contender")
+    p.add_argument("--budget", nargs="+", default=None, metavar="[SIDE=]SECONDS",
+                   help="training-clock budget per contender (e.g. 900 or hf_default=1500): a side that has not "
+                        "reached the target when it runs out stops there, and its seconds to target are reported "
+                        "as a lower bound (> budget)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every contender this many times, interleaved; ratios are medians over the repeats")
     p.add_argument("--smoke", action="store_true", help="256 train rows, 128 dev rows, 1 epoch, eval every 4 steps")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/train.json)")
     p.add_argument("--side", choices=CONTENDERS, help=argparse.SUPPRESS)
@@ -90,8 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Clock:
     """Training time with dev evaluation taken out; records the dev curve and when it first reaches the target."""
 
-    def __init__(self, evaluate: Callable[[], float], every: int, target: float, stop_at_target: bool):
+    def __init__(self, evaluate: Callable[[], float], every: int, target: float, stop_at_target: bool,
+                 budget: float | None = None):
         self.evaluate, self.every, self.target, self.stop_at_target = evaluate, every, target, stop_at_target
+        self.budget = budget
+        self.censored = False
         self.t0 = 0.0
         self.excluded = 0.0
         self.evaluating = False
@@ -113,9 +122,13 @@ class Clock:
             self.fed_tokens += int(batch["input_ids"].numel())
 
     def step(self, step: int, force: bool = False) -> bool:
-        """Evaluate when due; True when training should stop (target reached and ``stop_at_target``)."""
+        """Evaluate when due; True when training should stop (target reached and ``stop_at_target``, or the
+        training budget spent before the target: then one last evaluation and ``censored``)."""
+        over = self.budget is not None and self.first is None and self.train_seconds() >= self.budget
+        if over:
+            force = self.censored = True
         if not force and (self.every <= 0 or step % self.every) or (self.curve and self.curve[-1]["step"] == step):
-            return False
+            return over
         train_s, begin = self.train_seconds(), time.perf_counter()
         self.evaluating = True
         try:
@@ -129,7 +142,8 @@ class Clock:
         print(f"step {step}: dev accuracy {acc:.4f} after {train_s:.1f} s of training", flush=True)
         if self.first is None and acc >= self.target:
             self.first = row
-        return self.first is not None and self.stop_at_target
+            self.censored = False  # reached, possibly at the very evaluation the budget forced
+        return (self.first is not None and self.stop_at_target) or (self.censored and self.first is None)
 
     def summary(self) -> dict[str, Any]:
         train_s = self.train_seconds()
@@ -139,6 +153,7 @@ class Clock:
                 "samples_per_second": self.samples / train_s, "tokens_per_second": self.tokens / train_s,
                 "padding_share": 1 - self.tokens / max(1, self.fed_tokens),
                 "seconds_to_target": self.first["train_seconds"] if self.first else None,
+                "censored": self.censored, "budget": self.budget,
                 "wall_to_target": self.first["wall_seconds"] if self.first else None,
                 "steps_to_target": self.first["step"] if self.first else None,
                 "final_accuracy": last.get("accuracy"), "final_step": last.get("step"),
@@ -147,6 +162,18 @@ class Clock:
 
 class StopTraining(Exception):
     """Raised from a TuneForge step hook once the target is reached (``--stop-at-target``)."""
+
+
+def budget_for(args: argparse.Namespace, side: str | None) -> float | None:
+    """``--budget 900 hf_default=1500``: the side's own entry, else the bare number, else none."""
+    plain = None
+    for item in args.budget or []:
+        name, sep, value = item.rpartition("=")
+        if not sep:
+            plain = float(value)
+        elif name == side:
+            return float(value)
+    return plain
 
 
 def data(args: argparse.Namespace) -> tuple[list, list]:
@@ -200,7 +227,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
         preds = predict_features(built.model, task, dev_feats, cfg.eval.batch_size, dtype)
         return task.metrics(preds, dev_ex)["accuracy"]
 
-    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target)
+    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target, budget_for(args, args.side))
     collate = task.collate
 
     def counting_collate(features):
@@ -272,7 +299,7 @@ def run_hf(args: argparse.Namespace, tuned: bool, workdir: Path) -> dict[str, An
         model.train(was)
         return correct / max(1, len(dev_texts))
 
-    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target)
+    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target, budget_for(args, args.side))
     inner = DataCollatorWithPadding(tok) if tuned else default_data_collator
 
     def counting_collator(features):
@@ -314,43 +341,101 @@ def run_side(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- the parent: run all, compare, write
-def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[str]:
-    by = {r["side"]: r for r in results if "error" not in r}
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def speedup(other: dict[str, Any], tf: dict[str, Any]) -> tuple[float | None, bool]:
+    """TuneForge's speed-up to target over ``other`` in one repeat: (ratio, is_lower_bound). When ``other`` ran
+    out of its budget before the target, its training seconds so far give a lower bound on the ratio."""
+    mine = tf.get("seconds_to_target")
+    if mine is None or "error" in other:
+        return None, False
+    if other.get("seconds_to_target") is not None:
+        return other["seconds_to_target"] / mine, False
+    if other.get("censored"):
+        return other["train_seconds"] / mine, True
+    return None, False
+
+
+def summarise(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per contender: medians over its repeats; ratios are per-repeat ratios, then the median."""
+    keys = ("samples_per_second", "tokens_per_second", "padding_share", "seconds_to_target", "steps_to_target",
+            "wall_to_target", "final_accuracy", "best_accuracy", "peak_rss_mb", "train_seconds")
+    rows = []
+    for side in args.contenders:
+        runs = [r for r in results if r["side"] == side]
+        ok = [r for r in runs if "error" not in r]
+        row: dict[str, Any] = {"side": side, "runs": len(ok), "failed": len(runs) - len(ok)}
+        for k in keys:
+            row[k] = median([r[k] for r in ok if r.get(k) is not None])
+        row["censored"] = sum(bool(r.get("censored")) for r in ok)
+        speedups, bound, tputs = [], False, []
+        for rep in range(args.repeats):
+            tf = next((r for r in results if r["side"] == "tuneforge" and r.get("repeat") == rep), {})
+            other = next((r for r in ok if r.get("repeat") == rep), None)
+            if other is None or "error" in tf:
+                continue
+            sp, lower = speedup(other, tf)
+            if sp is not None:
+                speedups.append(sp)
+                bound |= lower
+            if tf.get("samples_per_second") and other.get("samples_per_second"):
+                tputs.append(tf["samples_per_second"] / other["samples_per_second"])
+        row["tf_speedup_to_target"] = median(speedups)
+        row["tf_speedup_is_lower_bound"] = bound
+        row["tf_speedup_per_repeat"] = speedups
+        row["tf_throughput_ratio"] = median(tputs)
+        row["seconds_to_target_shown"] = (
+            f">{row['train_seconds']:.0f}" if row["seconds_to_target"] is None and row["censored"]
+            else None if row["seconds_to_target"] is None else f"{row['seconds_to_target']:.0f}")
+        row["speedup_shown"] = (None if row["tf_speedup_to_target"] is None
+                                else f"{'>=' if bound else ''}{row['tf_speedup_to_target']:.2f}x")
+        rows.append(row)
+    return rows
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
+    by = {r["side"]: r for r in rows}
     tf = by.get("tuneforge", {})
-    for r in results:
-        r["tf_speedup_to_target"] = ratio(r.get("seconds_to_target"), tf.get("seconds_to_target"))
-        r["tf_throughput_ratio"] = ratio(tf.get("samples_per_second"), r.get("samples_per_second"))
-    lines = [table(results, [("samples/s", "samples_per_second", "{:.1f}"),
-                             ("real tok/s", "tokens_per_second", "{:.0f}"),
-                             ("pad share", "padding_share", "{:.1%}"),
-                             (f"s to {args.target:.2f}", "seconds_to_target", "{:.0f}"),
-                             ("steps to tgt", "steps_to_target", "{:.0f}"),
-                             ("wall to tgt", "wall_to_target", "{:.0f}"),
-                             ("final acc", "final_accuracy", "{:.4f}"),
-                             ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
-                             ("TF speed-up", "tf_speedup_to_target", "{:.2f}x"),
-                             ("TF samples/s x", "tf_throughput_ratio", "{:.2f}x")])]
+    lines = [table(rows, [("runs", "runs", "{:d}"),
+                          ("samples/s", "samples_per_second", "{:.1f}"),
+                          ("real tok/s", "tokens_per_second", "{:.0f}"),
+                          ("pad share", "padding_share", "{:.1%}"),
+                          (f"s to {args.target:.2f}", "seconds_to_target_shown", "{}"),
+                          ("steps to tgt", "steps_to_target", "{:.0f}"),
+                          ("final acc", "final_accuracy", "{:.4f}"),
+                          ("best acc", "best_accuracy", "{:.4f}"),
+                          ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+                          ("TF speed-up", "speedup_shown", "{}"),
+                          ("TF samples/s x", "tf_throughput_ratio", "{:.2f}x")])]
+    lines.append("(medians over repeats; '>' / '>=': the side ran out of its --budget before the target, so its "
+                 "time is at least that and TuneForge's speed-up at least the ratio shown)")
     for r in results:
         if "error" in r:
-            lines.append(f"{r['side']}: FAILED {r['error']}")
+            lines.append(f"{r['side']} (repeat {r.get('repeat', 0)}): FAILED {r['error']}")
     pts = 0.3 / 100
 
     def acc_close(other: str) -> tuple[bool | None, str]:
         a, b = tf.get("final_accuracy"), by.get(other, {}).get("final_accuracy")
         if a is None or b is None:
             return None, "no final accuracy"
+        if by[other].get("censored"):
+            return None, f"{other} stopped at its budget (accuracy then {b:.4f}); no final accuracy to compare"
         return a >= b - pts, f"tuneforge {a:.4f} vs {other} {b:.4f} ({100 * (a - b):+.2f} points)"
 
     for other, need in (("hf_default", 2.5), ("hf_tuned", 1.2)):
-        sp = by.get(other, {}).get("tf_speedup_to_target")
+        row = by.get(other, {})
+        sp = row.get("tf_speedup_to_target")
         lines.append(check(f"seconds to {args.target} vs {other} >= {need}x", None if sp is None else sp >= need,
-                           "-" if sp is None else f"{sp:.2f}x"))
+                           "-" if sp is None else f"{row['speedup_shown']} (per repeat: "
+                           f"{', '.join(f'{x:.2f}' for x in row['tf_speedup_per_repeat'])})"))
         ok, detail = acc_close(other)
         lines.append(check(f"final accuracy at most 0.3 points below {other}", ok, detail))
     a, b = tf.get("final_accuracy"), by.get("tuneforge_fp32", {}).get("final_accuracy")
     lines.append(check("bf16 autocast keeps the accuracy (tuneforge at most 0.3 points below tuneforge_fp32)",
                        None if a is None or b is None else a >= b - pts,
-                       "-" if a is None or b is None else f"{tf.get('precision')} {a:.4f} vs fp32 {b:.4f}"))
+                       "-" if a is None or b is None else f"bf16 {a:.4f} vs fp32 {b:.4f}"))
     return lines
 
 
@@ -361,19 +446,27 @@ def main(argv: list[str] | None = None) -> int:
         run_side(args)
         return 0
     results = []
-    for side in args.contenders:
-        print(f"running {side} ...", flush=True)
-        results.append(run_contender(__file__, argv, side, args.timeout))
+    for rep in range(args.repeats):  # interleaved, so that drift in the machine's speed hits every side alike
+        for side in args.contenders:
+            print(f"running {side} (repeat {rep + 1}/{args.repeats}) ...", flush=True)
+            result = run_contender(__file__, argv, side, args.timeout)
+            result["repeat"] = rep
+            results.append(result)
+            print(f"  {side}: " + ", ".join(f"{k} {result.get(k)}" for k in (
+                "error", "seconds_to_target", "censored", "train_seconds", "samples_per_second", "final_accuracy")
+                if k in result), flush=True)
     n_train = len(read_table(SST2 / "train.tsv", "sentence", "label", args.train_limit))
     total, warmup = warmup_steps(args, n_train)
     print(f"\nSST-2 full fine-tuning, MiniLM, {n_train} train rows, {args.epochs:g} epochs x batch {args.batch_size} "
           f"({total} steps, {warmup} warmup), lr {args.lr:g}, max length {args.max_length}, {args.threads} threads; "
-          f"dev evaluated every {args.eval_every} steps, eval time excluded from 's to target'")
-    lines = report(args, results)
+          f"dev evaluated every {args.eval_every} steps, eval time excluded from 's to target'; "
+          f"{args.repeats} repeat(s)")
+    rows = summarise(args, results)
+    lines = report(args, rows, results)
     print("\n".join(lines))
     setup = {k: v for k, v in vars(args).items() if k not in ("side", "out")}
-    path = write_results("train", {"setup": setup, "results": results, "checks": lines, "notes": __doc__},
-                         args.out, smoke=args.smoke)
+    path = write_results("train", {"setup": setup, "summary": rows, "results": results, "checks": lines,
+                                   "notes": __doc__}, args.out, smoke=args.smoke)
     print(f"written: {path}")
     return 0 if all("error" not in r for r in results) else 1
 
