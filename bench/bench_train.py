@@ -78,14 +78,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--timeout", type=float, default=None, help="seconds per contender")
     p.add_argument("--budget", nargs="+", default=None, metavar="[SIDE=]SECONDS",
-                   help="training-clock budget per contender (e.g. 900 or hf_default=1500): a side that has not "
-                        "reached the target when it runs out stops there, and its seconds to target are reported "
-                        "as a lower bound (> budget)")
+                   help="training-clock budget per contender (e.g. 900, hf_default=1500, or hf_default=x3 for 3 "
+                        "times TuneForge's seconds to target in the same repeat): a side that has not reached the "
+                        "target when it runs out stops there, and its seconds to target are reported as a lower "
+                        "bound (> budget), which bounds TuneForge's speed-up from below")
     p.add_argument("--repeats", type=int, default=1,
                    help="run every contender this many times, interleaved; ratios are medians over the repeats")
     p.add_argument("--smoke", action="store_true", help="256 train rows, 128 dev rows, 1 epoch, eval every 4 steps")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/train.json)")
     p.add_argument("--side", choices=CONTENDERS, help=argparse.SUPPRESS)
+    p.add_argument("--side-budget", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.smoke:
         args.train_limit, args.dev_limit, args.epochs, args.eval_every = 256, 128, 1, 4
@@ -164,15 +166,23 @@ class StopTraining(Exception):
     """Raised from a TuneForge step hook once the target is reached (``--stop-at-target``)."""
 
 
-def budget_for(args: argparse.Namespace, side: str | None) -> float | None:
-    """``--budget 900 hf_default=1500``: the side's own entry, else the bare number, else none."""
+def budget_for(args: argparse.Namespace, side: str | None, tf: dict[str, Any] | None = None) -> float | None:
+    """``--budget 900 hf_default=1500 hf_tuned=x2``: the side's own entry, else the bare number, else none.
+    ``xF`` is F times TuneForge's seconds to target in the same repeat (its training seconds if it never got
+    there); it needs TuneForge to run first."""
     plain = None
     for item in args.budget or []:
         name, sep, value = item.rpartition("=")
-        if not sep:
-            plain = float(value)
-        elif name == side:
+        if sep and name != side:
+            continue
+        if value.startswith("x"):
+            if not tf or "error" in tf:
+                continue
+            seconds = tf.get("seconds_to_target") or tf.get("train_seconds")
+            value = str(float(value[1:]) * seconds)
+        if sep:
             return float(value)
+        plain = float(value)
     return plain
 
 
@@ -227,7 +237,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
         preds = predict_features(built.model, task, dev_feats, cfg.eval.batch_size, dtype)
         return task.metrics(preds, dev_ex)["accuracy"]
 
-    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target, budget_for(args, args.side))
+    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target, args.side_budget)
     collate = task.collate
 
     def counting_collate(features):
@@ -299,7 +309,7 @@ def run_hf(args: argparse.Namespace, tuned: bool, workdir: Path) -> dict[str, An
         model.train(was)
         return correct / max(1, len(dev_texts))
 
-    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target, budget_for(args, args.side))
+    clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target, args.side_budget)
     inner = DataCollatorWithPadding(tok) if tuned else default_data_collator
 
     def counting_collator(features):
@@ -420,6 +430,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
         a, b = tf.get("final_accuracy"), by.get(other, {}).get("final_accuracy")
         if a is None or b is None:
             return None, "no final accuracy"
+        if args.stop_at_target:
+            return None, "--stop-at-target: runs end at the target, so there is no final accuracy to compare"
         if by[other].get("censored"):
             return None, f"{other} stopped at its budget (accuracy then {b:.4f}); no final accuracy to compare"
         return a >= b - pts, f"tuneforge {a:.4f} vs {other} {b:.4f} ({100 * (a - b):+.2f} points)"
@@ -449,7 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):  # interleaved, so that drift in the machine's speed hits every side alike
         for side in args.contenders:
             print(f"running {side} (repeat {rep + 1}/{args.repeats}) ...", flush=True)
-            result = run_contender(__file__, argv, side, args.timeout)
+            tf = next((r for r in results if r["side"] == "tuneforge" and r["repeat"] == rep), None)
+            budget = budget_for(args, side, tf)
+            extra = [] if budget is None else ["--side-budget", f"{budget:.1f}"]
+            result = run_contender(__file__, [*argv, *extra], side, args.timeout)
             result["repeat"] = rep
             results.append(result)
             print(f"  {side}: " + ", ".join(f"{k} {result.get(k)}" for k in (
