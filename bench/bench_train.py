@@ -23,9 +23,16 @@ all). "wall to target" includes the evaluations. TuneForge's own end-of-epoch ch
 clock (HF saves nothing). Samples/s and real tokens/s count what the collator fed the model during training
 (attention-mask sums: real tokens, not padding) over training seconds.
 
-    python bench/bench_train.py                                   # full SST-2 train, 2 epochs (hours for hf_default)
+Budgets: a full hf_default run takes hours here (about 20 samples/s), so ``--budget`` can stop a side at a
+training-clock budget; if it has not reached the target by then, its seconds to target are reported as "> budget"
+and TuneForge's speed-up as ">= ratio", a lower bound. ``hf_default=x2.6`` sets that side's budget to 2.6 times
+TuneForge's seconds to target in the same repeat (TuneForge runs first in each repeat): just enough to show whether
+the 2.5x acceptance holds, without paying for the rest of a run that cannot change the verdict.
+
+    python bench/bench_train.py                                   # full SST-2 train, 3 epochs (hours for hf_default)
     python bench/bench_train.py --smoke                           # 256 rows, a few steps, to check every side runs
-    python bench/bench_train.py --contenders tuneforge hf_tuned --stop-at-target
+    python bench/bench_train.py --contenders tuneforge hf_tuned hf_default --repeats 2 --stop-at-target \
+        --budget hf_tuned=x1.25 hf_default=x2.6                  # the speed acceptance in ~1 hour
 """
 
 from __future__ import annotations
