@@ -95,6 +95,9 @@ class TrainConfig:
     warmup_ratio: float = _f(0.06, "Share of steps with linear warmup.")
     max_grad_norm: float | None = _f(1.0, "Gradient clipping norm; null disables.")
     dropout: float | None = _f(None, "Override the backbone's dropout probabilities.")
+    ema_decay: float | None = _f(None, "Exponential moving average of the trainable weights (e.g. 0.999), updated "
+                                       "after every optimizer step; validation, the best checkpoint and the final "
+                                       "model use the average. null = off.")
     precision: str = _f("auto", "auto (bf16 when the CPU/GPU supports it) | bf16 | fp32.")
     batching: str = _f("length_grouped", "length_grouped (dynamic padding, less waste) | random.")
     feature_cache: bool = _f(True, "With a frozen bottom (head_only, top_k): run the frozen layers once, in eval mode "
@@ -292,6 +295,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
     if cfg.train.layer_lr_decay is not None and not 0 < cfg.train.layer_lr_decay <= 1:
         raise ConfigError(f"train.layer_lr_decay: {cfg.train.layer_lr_decay!r} must be in (0, 1]")
+    if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay: {cfg.train.ema_decay!r} must be in (0, 1)")
     if not 0 <= cfg.data.split.validation < 1 or not 0 <= cfg.data.split.test < 1:
         raise ConfigError("data.split.validation and data.split.test must be in [0, 1)")
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "auto":

@@ -50,14 +50,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    progress: dict[str, Any], keep: int) -> Path:
-    """Write ``folder`` atomically (temp dir + rename) and prune all but the newest ``keep`` step-* siblings."""
+                    progress: dict[str, Any], keep: int, extra: Any = None) -> Path:
+    """Write ``folder`` atomically (temp dir + rename) and prune all but the newest ``keep`` step-* siblings.
+    ``extra``: anything with ``save(folder)`` that belongs to the checkpoint (the weight average)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         save_weights(model, tmp)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
                    tmp / "trainer_state.pt")
+        if extra is not None:
+            extra.save(tmp)
         (tmp / "progress.json").write_text(json.dumps(progress, indent=2))
         if folder.exists():
             shutil.rmtree(folder)

@@ -23,6 +23,7 @@ from tuneforge.tasks.base import Example, Feature, Task
 from tuneforge.training import checkpoint as ckpt
 from tuneforge.training.allocator import keep_freed_memory
 from tuneforge.training.batching import BatchSampler
+from tuneforge.training.ema import WeightAverage
 from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.optim import build_optimizer, build_scheduler
 from tuneforge.training.precision import resolve_precision
@@ -81,6 +82,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     windows = accumulation_windows(batches_per_epoch, cfg.grad_accum)
     n_steps = total_steps(batches_per_epoch, cfg.grad_accum, cfg.epochs, cfg.max_steps)
     scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.warmup_ratio, n_steps)
+    ema = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay) if cfg.ema_decay else None
     ckpt_root = run_dir / "checkpoints"
     metrics_log = run_dir / "metrics.jsonl"
     writer = _tensorboard(run_dir) if main else None
@@ -95,6 +97,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
         step, epoch, batch_in_epoch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
         best, best_step, bad_evals = progress["best"], progress["best_step"], progress["bad_evals"]
         history = progress["history"]
+        if ema is not None:
+            ema.load(found[-1])
         if main:
             print(f"resuming from {found[-1]} (step {step}, epoch {epoch}, batch {batch_in_epoch})")
 
@@ -102,28 +106,29 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
         """Validate, track the best, checkpoint. Returns True when early stopping says stop."""
         nonlocal best, best_step, bad_evals
         unwrapped = accelerator.unwrap_model(model)
-        preds = predict_features(unwrapped, task, val, eval_batch_size, _autocast_dtype(precision))
-        scores = task.metrics(preds, val_examples) if val else {}
-        value = scores.get(metric)
-        improved = value is not None and (best is None or (value - best > es.min_delta if mode == "max"
-                                                           else best - value > es.min_delta))
-        if improved:
-            best, best_step, bad_evals = value, step, 0
-        elif value is not None:
-            bad_evals += 1
-        row = {"step": step, "epoch": round(epoch + batch_in_epoch / max(1, batches_per_epoch), 4),
-               "split": "validation", **{k: v for k, v in scores.items() if isinstance(v, (int, float))}}
-        history.append(row)
+        with ema.swapped() if ema is not None else contextlib.nullcontext():  # validate the averaged weights
+            preds = predict_features(unwrapped, task, val, eval_batch_size, _autocast_dtype(precision))
+            scores = task.metrics(preds, val_examples) if val else {}
+            value = scores.get(metric)
+            improved = value is not None and (best is None or (value - best > es.min_delta if mode == "max"
+                                                               else best - value > es.min_delta))
+            if improved:
+                best, best_step, bad_evals = value, step, 0
+            elif value is not None:
+                bad_evals += 1
+            row = {"step": step, "epoch": round(epoch + batch_in_epoch / max(1, batches_per_epoch), 4),
+                   "split": "validation", **{k: v for k, v in scores.items() if isinstance(v, (int, float))}}
+            history.append(row)
+            progress = _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric)
+            if main and improved:  # "best" holds the weights that were validated
+                ckpt.save_checkpoint(run_dir / "best", unwrapped, optimizer, scheduler, progress, keep=0, extra=ema)
         if main:
             append_jsonl(metrics_log, row)
             for k, v in row.items():
                 if k not in ("step", "epoch", "split") and writer:
                     writer.add_scalar(f"validation/{k}", v, step)
-            progress = _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric)
-            if improved:
-                ckpt.save_checkpoint(run_dir / "best", unwrapped, optimizer, scheduler, progress, keep=0)
             ckpt.save_checkpoint(ckpt_root / f"step-{step}", unwrapped, optimizer, scheduler, progress,
-                                 keep=cfg.keep_checkpoints)
+                                 keep=cfg.keep_checkpoints, extra=ema)
         accelerator.wait_for_everyone()
         return es.patience is not None and bad_evals >= es.patience
 
@@ -178,6 +183,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
             batch_in_epoch += w
             for hook in step_hooks:  # after the optimizer step, before grads are cleared: AdaLoRA reads p.grad
                 hook(accelerator.unwrap_model(model), step)
+            if ema is not None:
+                ema.update()
             optimizer.zero_grad(set_to_none=True)
             meter.add(time.perf_counter(), samples_seen, tokens_seen)
             totals["samples"] += samples_seen
@@ -203,7 +210,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
             elif cfg.save_every and step % cfg.save_every == 0 and not due_eval and main:
                 ckpt.save_checkpoint(ckpt_root / f"step-{step}", accelerator.unwrap_model(model), optimizer,
                                      scheduler, _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals,
-                                                          history, metric), keep=cfg.keep_checkpoints)
+                                                          history, metric), keep=cfg.keep_checkpoints, extra=ema)
             if step >= n_steps:
                 break
     bar.close()
@@ -216,6 +223,12 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     unwrapped = accelerator.unwrap_model(model)
     if best_step is not None and (run_dir / "best").is_dir():
         ckpt.load_weights(unwrapped, run_dir / "best")
+    elif ema is not None:  # nothing validated: the average is the result, and what predict loads
+        ema.copy_to_model()
+        if main:
+            ckpt.save_checkpoint(run_dir / "best", unwrapped, optimizer, scheduler,
+                                 _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric),
+                                 keep=0, extra=ema)
     train_rows = [h for h in history if h.get("split") == "validation"]
     return FitResult(best, best_step, step, stopped_early, train_rows, elapsed,
                      samples_per_second=totals["samples"] / elapsed if elapsed else 0.0,
