@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 512 * 2**20
+MMAP_THRESHOLD = 512 * 2**20  # TUNEFORGE_MMAP_THRESHOLD_MB overrides; 0 leaves glibc's defaults alone
 TRIM_THRESHOLD = 2**31 - 1
 
 
@@ -23,11 +24,12 @@ def keep_freed_memory() -> bool:
     (bench/bench_train.py). Kept in the heap, the block is reused. The cost: freed memory stays in the process
     (peak RSS is unchanged; RSS after a peak stays high). No-op outside Linux/glibc.
     """
-    if not sys.platform.startswith("linux"):
+    threshold = int(float(os.environ.get("TUNEFORGE_MMAP_THRESHOLD_MB", MMAP_THRESHOLD / 2**20)) * 2**20)
+    if not sys.platform.startswith("linux") or threshold <= 0:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(
             libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     except (OSError, AttributeError):  # musl or another libc without mallopt
         return False
