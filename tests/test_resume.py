@@ -14,6 +14,8 @@ import yaml
 from safetensors.torch import load_file
 
 from tests.test_smoke_pipeline import write_toy_csv
+from tuneforge.training.checkpoint import WEIGHTS
+from tuneforge.training.ema import FILE as EMA_FILE
 
 
 def config(tmp_path: Path, model: Path, data: Path, out: str) -> Path:
@@ -45,31 +47,33 @@ def run(cfg: Path, *extra: str, kill_after: Path | None = None) -> int:
     return proc.returncode
 
 
-def final_weights(run_dir: Path) -> dict:
+def final_weights(run_dir: Path, file: str = WEIGHTS) -> tuple[dict, str]:
     steps = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return load_file(str(steps[-1] / "model.safetensors")), steps[-1].name
+    return load_file(str(steps[-1] / file)), steps[-1].name
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["train.ema_decay=0.95"]], ids=["plain", "ema"])
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_bert_dir, tmp_path, extra):
     data = tmp_path / "toy.csv"
     write_toy_csv(data, n=400)
     straight = config(tmp_path, tiny_bert_dir, data, "straight")
     broken = config(tmp_path, tiny_bert_dir, data, "broken")
-    run(straight)
+    run(straight, *extra)
 
     # step 45 is mid-epoch (40 optimizer steps per epoch): resume must restore the data position and RNG
-    rc = run(broken, kill_after=tmp_path / "broken" / "checkpoints" / "step-45" / "progress.json")
+    rc = run(broken, *extra, kill_after=tmp_path / "broken" / "checkpoints" / "step-45" / "progress.json")
     assert rc == -signal.SIGKILL
     assert not (tmp_path / "broken" / "report.json").exists(), "the run finished before it could be killed"
-    run(broken, "resume=true")
+    run(broken, *extra, "resume=true")
 
-    a, name_a = final_weights(tmp_path / "straight")
-    b, name_b = final_weights(tmp_path / "broken")
-    assert name_a == name_b
-    assert a.keys() == b.keys()
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
-    assert worst <= 1e-6, f"max abs diff {worst}"
+    for file in (WEIGHTS, EMA_FILE) if extra else (WEIGHTS,):  # with EMA the average must resume exactly too
+        a, name_a = final_weights(tmp_path / "straight", file)
+        b, name_b = final_weights(tmp_path / "broken", file)
+        assert name_a == name_b
+        assert a.keys() == b.keys()
+        worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+        assert worst <= 1e-6, f"{file}: max abs diff {worst}"
     # metrics after resume continue the same history
     ra = (tmp_path / "straight" / "report.json").read_text()
     rb = (tmp_path / "broken" / "report.json").read_text()

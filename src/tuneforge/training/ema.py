@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 FILE = "ema.safetensors"
@@ -38,8 +39,8 @@ class WeightAverage:
     def update(self) -> None:
         d = self.current_decay()
         self.updates += 1
-        weights = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in self.params]
-        torch._foreach_lerp_(self.shadow, weights, 1.0 - d)
+        # .float() returns fp32 weights as they are, without a copy
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1.0 - d)
 
     @torch.no_grad()
     def copy_to_model(self) -> None:
@@ -64,14 +65,12 @@ class WeightAverage:
 
     def load(self, folder: Path) -> None:
         path = Path(folder) / FILE
-        state = load_file(str(path))
-        missing = [n for n in self.names if n not in state]
-        if missing:
-            raise RuntimeError(f"{path}: no average for {missing[:5]}; was the checkpoint written with other "
-                               f"trainable parameters?")
-        for i, n in enumerate(self.names):
-            self.shadow[i].copy_(state[n])
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "pt") as f:  # one read: tensors and the update count
+            saved = set(f.keys())
+            missing = [n for n in self.names if n not in saved]
+            if missing:
+                raise RuntimeError(f"{path}: no average for {missing[:5]}; was the checkpoint written with other "
+                                   f"trainable parameters?")
+            for shadow, n in zip(self.shadow, self.names):
+                shadow.copy_(f.get_tensor(n))
             self.updates = int((f.metadata() or {}).get("updates", 0))
