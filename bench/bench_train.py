@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "times TuneForge's seconds to target in the same repeat): a side that has not reached the "
                         "target when it runs out stops there, and its seconds to target are reported as a lower "
                         "bound (> budget), which bounds TuneForge's speed-up from below")
+    p.add_argument("--vary-seed", action="store_true",
+                   help="repeat r runs every side with seed --seed + r (same seed for all sides within a repeat): "
+                        "the final accuracies then show seed-to-seed spread, not just timing noise")
     p.add_argument("--repeats", type=int, default=1,
                    help="run every contender this many times, interleaved; ratios are medians over the repeats")
     p.add_argument("--smoke", action="store_true", help="256 train rows, 128 dev rows, 1 epoch, eval every 4 steps")
@@ -441,7 +444,11 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
             return None, "--stop-at-target: runs end at the target, so there is no final accuracy to compare"
         if by[other].get("censored"):
             return None, f"{other} stopped at its budget (accuracy then {b:.4f}); no final accuracy to compare"
-        return a >= b - pts, f"tuneforge {a:.4f} vs {other} {b:.4f} ({100 * (a - b):+.2f} points)"
+        pairs = [(x.get("seed"), x.get("final_accuracy"), y.get("final_accuracy")) for x in results for y in results
+                 if x["side"] == "tuneforge" and y["side"] == other and x.get("repeat") == y.get("repeat")]
+        per = "; ".join(f"seed {s_}: {p:.4f} vs {q:.4f}" for s_, p, q in pairs if p is not None and q is not None)
+        return a >= b - pts, (f"medians tuneforge {a:.4f} vs {other} {b:.4f} ({100 * (a - b):+.2f} points)"
+                              + (f" [{per}]" if len(pairs) > 1 else ""))
 
     for other, need in (("hf_default", 2.5), ("hf_tuned", 1.2)):
         row = by.get(other, {})
@@ -471,8 +478,10 @@ def main(argv: list[str] | None = None) -> int:
             tf = next((r for r in results if r["side"] == "tuneforge" and r["repeat"] == rep), None)
             budget = budget_for(args, side, tf)
             extra = [] if budget is None else ["--side-budget", f"{budget:.1f}"]
+            seed = args.seed + rep if args.vary_seed else args.seed
+            extra += ["--seed", str(seed)]  # the last --seed wins
             result = run_contender(__file__, [*argv, *extra], side, args.timeout)
-            result["repeat"] = rep
+            result["repeat"], result["seed"] = rep, seed
             results.append(result)
             print(f"  {side}: " + ", ".join(f"{k} {result.get(k)}" for k in (
                 "error", "seconds_to_target", "censored", "train_seconds", "samples_per_second", "final_accuracy")

@@ -17,12 +17,13 @@ from tuneforge.tasks import TASKS
 PAIRS = [(task, method) for task in TASKS.names() for method in ("lora", "ia3")] + [("classification", "adalora")]
 
 
-def _train(task, method, tmp_path, monkeypatch, request):
+def _train(task, method, tmp_path, monkeypatch, request, pooling: str = "auto"):
     if task not in TINY_TASKS:
         pytest.skip(f"no tiny data for task {task!r}: add a factory to tests/tiny_tasks.py")
     spec = TINY_TASKS[task](tmp_path)
     model_dir = request.getfixturevalue("tiny_bert_dir" if spec.model_kind == "encoder" else "tiny_llama_dir")
-    cfg = tiny_config(task, method, tmp_path, model_dir, spec, train={"epochs": 3})
+    cfg = tiny_config(task, method, tmp_path, model_dir, spec, train={"epochs": 3},
+                      head={"dropout": 0.0, "pooling": pooling})
     return train_pair(cfg, monkeypatch)
 
 
@@ -53,9 +54,11 @@ def test_export_merges_with_parity(task, method, tmp_path, monkeypatch, request,
         torch.testing.assert_close(got[key], expected[key], atol=1e-4, rtol=0)
 
 
-def test_model_card_snippet_reproduces_the_classifier(tmp_path, monkeypatch, request, no_network):
+@pytest.mark.parametrize("pooling", ["mean", "pooler"])
+def test_model_card_snippet_reproduces_the_classifier(pooling, tmp_path, monkeypatch, request, no_network):
     """The README's plain-transformers code gives the same scores as TuneForge's Predictor."""
-    trained = _train("classification", "lora", tmp_path, monkeypatch, request)
+    trained = _train("classification", "lora", tmp_path, monkeypatch, request, pooling=pooling)
+    assert trained.model.pooling == pooling
     out = tmp_path / "export"
     assert main(["export", str(trained.run_dir), "--merge", str(out)]) == 0
     card = (out / "README.md").read_text()

@@ -24,9 +24,10 @@ from tuneforge.training.feature_cache import (
 from tuneforge.training.freezing import apply_freezing
 
 
-def classifier(folder, policy: str, k: int = 1, dropout: float | None = None) -> SequenceClassifier:
+def classifier(folder, policy: str, k: int = 1, dropout: float | None = None,
+               pooling: str = "mean") -> SequenceClassifier:
     torch.manual_seed(0)
-    model = SequenceClassifier(load_backbone(str(folder), dropout=dropout), num_labels=3, pooling="mean")
+    model = SequenceClassifier(load_backbone(str(folder), dropout=dropout), num_labels=3, pooling=pooling)
     apply_freezing(model, policy, k)
     return model
 
@@ -60,6 +61,11 @@ def test_plan_reads_the_frozen_bottom_from_requires_grad(tiny_bert_dir):
     assert plan_cache(classifier(tiny_bert_dir, "full")) is None
     assert plan_cache(classifier(tiny_bert_dir, "bitfit")) is None  # biases train in every layer
     assert plan_cache(torch.nn.Linear(2, 2)) is None  # not a SequenceClassifier: the ordinary path
+    # the pretrained pooler sits above the stack: it trains with top_k and does not block the cache
+    top = classifier(tiny_bert_dir, "top_k", k=1, pooling="pooler")
+    assert all(p.requires_grad for p in top.backbone.pooler.parameters())
+    assert plan_cache(top) == CachePlan("hidden", 1)
+    assert plan_cache(classifier(tiny_bert_dir, "head_only", pooling="pooler")) == CachePlan("pooled", 2)
 
 
 @pytest.mark.parametrize("method", ["lora", "p_tuning"])
@@ -71,9 +77,10 @@ def test_peft_wrapped_bodies_are_never_cached(tiny_bert_dir, method):
     assert plan_cache(SequenceClassifier(body, num_labels=2)) is None
 
 
+@pytest.mark.parametrize("pooling", ["mean", "pooler"])
 @pytest.mark.parametrize("policy", ["head_only", "top_k"])
-def test_cached_forward_equals_the_full_forward(tiny_bert_dir, policy):
-    model = classifier(tiny_bert_dir, policy, k=1).eval()
+def test_cached_forward_equals_the_full_forward(tiny_bert_dir, policy, pooling):
+    model = classifier(tiny_bert_dir, policy, k=1, pooling=pooling).eval()
     feats = toy_features(tiny_bert_dir)
     task = ToyTask()
     new_model, new_task, cached, _ = cache_frozen_features(model, task, feats, [], torch.device("cpu"), None)

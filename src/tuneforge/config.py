@@ -60,7 +60,9 @@ class DataConfig:
 
 @dataclass
 class HeadConfig:
-    pooling: str = _f("auto", "auto | mean | cls | last: how token states become one vector.")
+    pooling: str = _f("auto", "auto | mean | cls | last | pooler: how token states become one vector "
+                      "(pooler = the checkpoint's pretrained dense+tanh on [CLS], as in "
+                      "AutoModelForSequenceClassification).")
     dropout: float = _f(0.1, "Dropout before the classification layer.")
 
 
@@ -277,7 +279,7 @@ _CHOICES = {
     ("train", "precision"): ("auto", "bf16", "fp32"),
     ("train", "batching"): ("length_grouped", "random"),
     ("freeze", "policy"): ("full", "top_k", "head_only", "bitfit"),
-    ("head", "pooling"): ("auto", "mean", "cls", "last"),
+    ("head", "pooling"): ("auto", "mean", "cls", "last", "pooler"),
     ("train.early_stopping", "mode"): ("max", "min"),
     ("peft", "adapter_kind"): ("pfeiffer", "houlsby"),
 }

@@ -12,6 +12,7 @@ POOLING_CODE = {
     "mean": ("m = enc[\"attention_mask\"].unsqueeze(-1).float()\n"
              "    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)   # mean over real tokens"),
     "cls": "pooled = hidden[:, 0]                                      # first token",
+    "pooler": "pooled = body.pooler(hidden)                               # pretrained dense + tanh on [CLS]",
     "last": ("last = enc[\"attention_mask\"].sum(1) - 1                   # right padding: last real token\n"
              "    pooled = hidden[torch.arange(hidden.size(0)), last]"),
 }

@@ -85,6 +85,36 @@ def test_pooling_ignores_padding():
     assert pool(h, mask, "cls").item() == 1.0
 
 
+def test_pooler_pooling_is_bert_for_sequence_classification(tiny_bert_dir):
+    """``head.pooling=pooler`` computes what HF's ``BertForSequenceClassification`` computes, pooler weights included."""
+    from transformers import BertForSequenceClassification
+
+    from tuneforge.models import load_backbone
+    from tuneforge.tasks.classification.head import SequenceClassifier
+
+    ours = SequenceClassifier(load_backbone(str(tiny_bert_dir)), num_labels=3, pooling="pooler").eval()
+    hf = BertForSequenceClassification.from_pretrained(str(tiny_bert_dir), num_labels=3).eval()
+    assert torch.equal(ours.backbone.pooler.dense.weight, hf.bert.pooler.dense.weight)  # pretrained, not re-drawn
+    ours.classifier.load_state_dict(hf.classifier.state_dict())
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask).logits
+        got = ours(input_ids=ids, attention_mask=mask)["logits"]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert any(n.startswith("backbone.pooler.") for n, _ in ours.named_parameters())
+    mean = SequenceClassifier(load_backbone(str(tiny_bert_dir)), num_labels=3, pooling="mean")
+    assert not any("pooler" in n for n, _ in mean.named_parameters())  # unused: dropped (DDP needs every grad)
+
+
+def test_pooler_pooling_needs_a_pretrained_pooler(tiny_llama_dir):
+    from tuneforge.models import load_backbone
+    from tuneforge.tasks.classification.head import SequenceClassifier
+
+    with pytest.raises(ValueError, match="head.pooling=pooler needs a body with a pretrained pooler"):
+        SequenceClassifier(load_backbone(str(tiny_llama_dir)), num_labels=2, pooling="pooler")
+
+
 def test_majority_and_unseen_label_handling():
     t = make()
     train = [{"text": "x", "labels": ["a"]}] * 2 + [{"text": "y", "labels": ["b"]}]

@@ -32,7 +32,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from tuneforge.evaluation.evaluate import autocast_context, model_inputs
 from tuneforge.tasks.base import Batch, Feature, Task
-from tuneforge.tasks.classification.head import SequenceClassifier, pool
+from tuneforge.tasks.classification.head import SequenceClassifier, pool_states
 from tuneforge.training.batching import by_length
 from tuneforge.training.freezing import transformer_layers
 
@@ -71,6 +71,8 @@ def plan_cache(model: nn.Module) -> CachePlan | None:
         return None
     start = trainable[0]
     top = {id(p) for layer in layers[start:] for p in layer.parameters()}
+    if getattr(backbone, "pooler", None) is not None:  # the pretrained pooler sits above the stack
+        top |= {id(p) for p in backbone.pooler.parameters()}
     if start == 0 or any(p.requires_grad for p in backbone.parameters() if id(p) not in top):
         return None  # the embeddings (or something outside the stack) train: nothing below can be cached
     return CachePlan("hidden", start)
@@ -107,7 +109,7 @@ class CachedClassifier(nn.Module):
         if pooled is None:
             n_layers = len(self.backbone.encoder.layer)
             hidden = run_layers(self.backbone, hidden, attention_mask, self.plan.start, n_layers)  # (B, T, H)
-            pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
+            pooled = pool_states(self, hidden, attention_mask)  # (B, H)
         return {"logits": self.classifier(self.dropout(pooled))}
 
 
@@ -168,7 +170,7 @@ def _split_matches(model: SequenceClassifier, inputs: dict[str, torch.Tensor], h
                    plan: CachePlan) -> bool:
     """The bottom + top split reproduces the model's own pooled output on one batch (eval mode)."""
     top = run_layers(model.backbone, hidden, inputs["attention_mask"], plan.start, len(model.backbone.encoder.layer))
-    split = pool(top, inputs["attention_mask"], model.pooling).float()
+    split = pool_states(model, top, inputs["attention_mask"]).float()
     whole = model.features(**inputs).float()
     return bool(torch.allclose(split, whole, atol=SELF_CHECK_ATOL, rtol=0))
 

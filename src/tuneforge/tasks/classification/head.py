@@ -1,4 +1,8 @@
-"""Classification model: a pretrained body, a pooling step and a linear layer over the pooled vector."""
+"""Classification model: a pretrained body, a pooling step and a linear layer over the pooled vector.
+
+Pooling ``pooler`` keeps the checkpoint's own pretrained pooler (BERT: dense + tanh on ``[CLS]``), exactly as
+``AutoModelForSequenceClassification`` does. It stays inside the body (``backbone.pooler``), so freezing the body
+freezes it and exports of the body carry it."""
 
 from __future__ import annotations
 
@@ -21,14 +25,25 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     raise ValueError(f"unknown pooling {how!r}")
 
 
+def pool_states(module: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``module.pooling`` applied to (B, T, H) states, through ``module.backbone.pooler`` for ``pooler``."""
+    if module.pooling == "pooler":
+        return module.backbone.pooler(hidden)  # BertPooler: tanh(dense(hidden[:, 0]))
+    return pool(hidden, mask, module.pooling)
+
+
 class SequenceClassifier(nn.Module):
     """``backbone`` (an ``AutoModel``) → pool → dropout → linear. Returns ``{"logits": (B, num_labels)}``."""
 
     def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
         super().__init__()
-        if getattr(backbone, "pooler", None) is not None:
-            # BERT's pooler is never used here (we pool token states ourselves); an unused trainable module
-            # also breaks DDP's gradient reduction, so drop it.
+        if pooling == "pooler":
+            if getattr(backbone, "pooler", None) is None:
+                raise ValueError(f"head.pooling=pooler needs a body with a pretrained pooler (BERT/RoBERTa-style); "
+                                 f"{type(backbone).__name__} has none. Use mean, cls or last")
+        elif getattr(backbone, "pooler", None) is not None:
+            # the pooler is unused with mean/cls/last pooling; an unused trainable module also breaks DDP's
+            # gradient reduction, so drop it.
             backbone.pooler = None
         self.backbone = backbone
         self.pooling = pooling
@@ -40,7 +55,7 @@ class SequenceClassifier(nn.Module):
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         hidden = token_states(self.backbone, input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        return pool(hidden, attention_mask, self.pooling)
+        return pool_states(self, hidden, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, **_: torch.Tensor) -> dict[str, torch.Tensor]:
