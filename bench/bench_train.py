@@ -240,6 +240,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
     train_feats = [task.encode(ex) for ex in train_ex]  # tokenised once, as runner.train does
     dev_feats = [task.encode(ex) for ex in dev_ex]
     n_steps, _ = warmup_steps(args, len(train_feats))
+    __import__("accelerate").utils.set_seed(args.seed)  # the head's init, as runner.train seeds it
     built = build_model(task, resolved, cfg.train.dropout, "full", 0, None, n_steps)
     dtype = __import__("torch").bfloat16 if resolve_precision(precision) == "bf16" else None
 
@@ -373,7 +374,7 @@ def speedup(other: dict[str, Any], tf: dict[str, Any]) -> tuple[float | None, bo
         return None, False
     if other.get("seconds_to_target") is not None:
         return other["seconds_to_target"] / mine, False
-    if other.get("censored"):
+    if other.get("censored") or other.get("train_seconds"):  # out of budget, or the whole run never got there
         return other["train_seconds"] / mine, True
     return None, False
 
@@ -406,9 +407,12 @@ def summarise(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[d
         row["tf_speedup_is_lower_bound"] = bound
         row["tf_speedup_per_repeat"] = speedups
         row["tf_throughput_ratio"] = median(tputs)
+        reached = sum(r.get("seconds_to_target") is not None for r in ok)
         row["seconds_to_target_shown"] = (
-            f">{row['train_seconds']:.0f}" if row["seconds_to_target"] is None and row["censored"]
-            else None if row["seconds_to_target"] is None else f"{row['seconds_to_target']:.0f}")
+            f">{row['train_seconds']:.0f}" if row["seconds_to_target"] is None and row["train_seconds"]
+            else None if row["seconds_to_target"] is None
+            else f"{row['seconds_to_target']:.0f}" + (f" ({reached} of {len(ok)} got there)" if reached < len(ok)
+                                                      else ""))
         row["speedup_shown"] = (None if row["tf_speedup_to_target"] is None
                                 else f"{'>=' if bound else ''}{row['tf_speedup_to_target']:.2f}x")
         rows.append(row)
@@ -429,8 +433,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
                           ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
                           ("TF speed-up", "speedup_shown", "{}"),
                           ("TF samples/s x", "tf_throughput_ratio", "{:.2f}x")])]
-    lines.append("(medians over repeats; '>' / '>=': the side ran out of its --budget before the target, so its "
-                 "time is at least that and TuneForge's speed-up at least the ratio shown)")
+    lines.append("(medians over repeats; '>' / '>=': the side ran out of its --budget, or finished training, before "
+                 "the target, so its time is at least that and TuneForge's speed-up at least the ratio shown)")
     for r in results:
         if "error" in r:
             lines.append(f"{r['side']} (repeat {r.get('repeat', 0)}): FAILED {r['error']}")
