@@ -22,6 +22,8 @@ counted: they take time but are not model FLOPs. MFU = model FLOP/s / peak FLOP/
 
     python bench/bench_mfu.py                  # fp32 and bf16 at batch 32, bf16 at batch 128; 150 steps each
     python bench/bench_mfu.py --smoke          # a few steps
+    python bench/bench_mfu.py --dataset imdb --runs bf16:32 --steps 40 --warmup-steps 5 --out bench/results/mfu_imdb.json
+                                               # long reviews (256 tokens): how MFU grows when matmuls dominate
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    DATASETS,
     SST2,
     check,
     emit,
@@ -57,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--train-limit", type=int, default=None,
                    help="first N train rows (default: enough for the steps at the largest batch)")
+    p.add_argument("--dataset", choices=("sst2", "imdb"), default="sst2",
+                   help="sst2: short phrases (~13 tokens), the training bench's data; imdb: long reviews (the "
+                        "4,000-review subset in ../shared), where matmuls dominate the step")
+    p.add_argument("--max-length", type=int, default=None, help="default: 128 for sst2, 256 for imdb")
     p.add_argument("--peak-n", type=int, default=2048)
     p.add_argument("--peak-repeats", type=int, default=10)
     p.add_argument("--lr", type=float, default=8e-5)
@@ -69,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.warmup_steps, args.peak_n, args.peak_repeats = 6, 2, 512, 3
-        args.runs = [r for r in args.runs if r.endswith(":32")]
+        args.runs = [r for r in args.runs if r.endswith(":32")] or args.runs[:1]
     return args
 
 
@@ -96,6 +103,19 @@ def batch_flops(lengths: list[int], width: int, n_params: int, layers: int, hidd
     return real, padded
 
 
+def max_length(args: argparse.Namespace) -> int:
+    return args.max_length or (128 if args.dataset == "sst2" else 256)
+
+
+def imdb_rows(limit: int) -> list[tuple[str, str]]:
+    """(review, pos|neg) from ``aclImdb/train``, interleaved pos/neg, first ``limit``."""
+    root = DATASETS / "imdb" / "aclImdb" / "train"
+    files = {lab: sorted((root / lab).glob("*.txt")) for lab in ("pos", "neg")}
+    rows = [(f.read_text(encoding="utf-8").replace("<br />", " "), lab)
+            for pair in zip(files["pos"], files["neg"]) for f, lab in zip(pair, ("pos", "neg"))]
+    return rows[:limit]
+
+
 def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import torch
 
@@ -113,7 +133,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     total_steps = args.warmup_steps + args.steps
     cfg = config_from_dict({
         "model": minilm_path(), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
-        "data": {"text_column": "sentence", "label_column": "label", "max_length": 128},
+        "data": {"text_column": "sentence", "label_column": "label", "max_length": max_length(args)},
         "train": {"max_steps": total_steps, "batch_size": batch_size, "lr": args.lr, "precision": precision,
                   "progress": False, "num_threads": args.threads, "eval_every": 0, "keep_checkpoints": 1,
                   "log_every": 1000, "early_stopping": {"patience": None}},
@@ -121,7 +141,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     resolved = resolve_model(cfg.model)
     task = make_task(cfg, resolved)
     limit = args.train_limit or total_steps * batch_size
-    rows = read_table(SST2 / "train.tsv", "sentence", "label", limit)
+    rows = (read_table(SST2 / "train.tsv", "sentence", "label", limit) if args.dataset == "sst2"
+            else imdb_rows(limit))
     examples = task.parse([{"sentence": t, "label": lab, LOC: f"train:{i}"} for i, (t, lab) in enumerate(rows)],
                           BadRows())
     task.setup(examples, load_tokenizer(resolved.path))
@@ -186,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     mfu = bf16.get("mfu_bf16_peak")
     lines.append(check("steady-state bf16 training MFU >= 50% of the bf16 matmul peak (batch 32)",
                        None if mfu is None else mfu >= 0.5, "-" if mfu is None else f"{mfu:.1%}"))
-    print(f"\nMiniLM full fine-tuning on SST-2, {args.steps} steps after {args.warmup_steps} warm-up, {args.threads} "
+    print(f"\nMiniLM full fine-tuning on {args.dataset} (max length {max_length(args)}), {args.steps} steps after "
+          f"{args.warmup_steps} warm-up, {args.threads} "
           f"threads; peak = best {args.peak_n}^3 torch.mm in the same process. FLOPs = sum_s 6*N*T_s + "
           f"12*L*d*T_s^2 over real tokens (see the docstring)")
     print("\n".join(lines))

@@ -140,7 +140,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]
     """Plain-text table: one row per contender; ``columns`` are (header, key, format)."""
     headers = [""] + [c[0] for c in columns]
     body = [[str(r.get(name_key, "?"))] + [fmt(r.get(key), spec) for _, key, spec in columns] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
+    widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
     for b in body:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(b, widths))))
