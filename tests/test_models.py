@@ -55,3 +55,18 @@ def test_smollm2_gguf_converts_once_to_plain_safetensors_with_identical_logits(t
         diff = (plain(ids).logits - gguf(ids).logits).abs().max().item()
     assert diff < 1e-4
     assert resolve_model("smollm2").path == r.path  # second call: cached, no conversion
+
+
+def test_dropout_overrides_attention_dropout_alone_and_sdpa_sees_it(tiny_bert_dir):
+    """``train.dropout`` sets every dropout; ``train.attention_dropout`` then sets only the attention ones."""
+    from tuneforge.config import ConfigError, config_from_dict
+    from tuneforge.models import load_backbone
+
+    body = load_backbone(str(tiny_bert_dir), dropout=0.3, attention_dropout=0.0)
+    assert body.config.hidden_dropout_prob == 0.3 and body.config.attention_probs_dropout_prob == 0.0
+    assert all(layer.attention.self.dropout.p == 0.0 for layer in body.encoder.layer)  # what SDPA is given
+    assert all(layer.output.dropout.p == 0.3 for layer in body.encoder.layer)
+    plain = load_backbone(str(tiny_bert_dir), dropout=0.3)
+    assert plain.config.attention_probs_dropout_prob == 0.3
+    with pytest.raises(ConfigError, match=r"train.attention_dropout: 1.5 must be in \[0, 1\)"):
+        config_from_dict({"model": "minilm", "data": {"train": "x.csv"}, "train": {"attention_dropout": 1.5}})

@@ -22,9 +22,11 @@ class BuiltModel:
 
 
 def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, freeze_policy: str, freeze_k: int,
-                peft: Any | None, total_steps: int | None = None) -> BuiltModel:
+                peft: Any | None, total_steps: int | None = None,
+                attention_dropout: float | None = None) -> BuiltModel:
     """The same code path builds the model for training and for loading a run, so weights always fit."""
-    backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=getattr(task, "needs_lm_head", False))
+    backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=getattr(task, "needs_lm_head", False),
+                             attention_dropout=attention_dropout)
     hooks: list[StepHook] = []
     terms: list[LossTerm] = []
     if peft is not None and peft.method:

@@ -97,6 +97,10 @@ class TrainConfig:
     warmup_ratio: float = _f(0.06, "Share of steps with linear warmup.")
     max_grad_norm: float | None = _f(1.0, "Gradient clipping norm; null disables.")
     dropout: float | None = _f(None, "Override the backbone's dropout probabilities.")
+    attention_dropout: float | None = _f(None, "Override only the attention-probability dropout (after "
+                                               "train.dropout). 0 lets SDPA use its fused kernel: on 2 CPU cores "
+                                               "MiniLM trains 1.5x faster at 256 tokens and keeps no T x T "
+                                               "tensors (no gain on short inputs). Accuracy effect: measure it.")
     ema_decay: float | None = _f(None, "Exponential moving average of the trainable weights (e.g. 0.999), updated "
                                        "after every optimizer step; validation, the best checkpoint and the final "
                                        "model use the average. null = off.")
@@ -297,6 +301,10 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
     if cfg.train.layer_lr_decay is not None and not 0 < cfg.train.layer_lr_decay <= 1:
         raise ConfigError(f"train.layer_lr_decay: {cfg.train.layer_lr_decay!r} must be in (0, 1]")
+    for key in ("dropout", "attention_dropout"):
+        value = getattr(cfg.train, key)
+        if value is not None and not 0 <= value < 1:
+            raise ConfigError(f"train.{key}: {value!r} must be in [0, 1)")
     if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay: {cfg.train.ema_decay!r} must be in (0, 1)")
     if not 0 <= cfg.data.split.validation < 1 or not 0 <= cfg.data.split.test < 1:

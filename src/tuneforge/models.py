@@ -147,15 +147,26 @@ def load_tokenizer(location: str) -> Any:
     return tok
 
 
-def load_backbone(location: str, dropout: float | None = None, causal_lm: bool = False) -> Any:
-    """Load the pretrained transformer body (``AutoModel``), or the LM (``AutoModelForCausalLM``)."""
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def load_backbone(location: str, dropout: float | None = None, causal_lm: bool = False,
+                  attention_dropout: float | None = None) -> Any:
+    """Load the pretrained transformer body (``AutoModel``), or the LM (``AutoModelForCausalLM``).
+
+    ``dropout`` overrides every dropout probability of the config; ``attention_dropout`` then overrides only the
+    attention-probability ones (0 lets SDPA take its fused kernel instead of materialising T x T probabilities)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(location)
+    overrides: dict[str, float] = {}
     if dropout is not None:
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "dropout",
-                    "resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            if hasattr(config, key):
-                setattr(config, key, dropout)
+        overrides.update(dict.fromkeys(("hidden_dropout_prob", "dropout", "resid_pdrop", "embd_pdrop",
+                                        *ATTENTION_DROPOUT_KEYS), dropout))
+    if attention_dropout is not None:
+        overrides.update(dict.fromkeys(ATTENTION_DROPOUT_KEYS, attention_dropout))
+    for key, value in overrides.items():
+        if hasattr(config, key):
+            setattr(config, key, value)
     cls = AutoModelForCausalLM if causal_lm else AutoModel
     return cls.from_pretrained(location, config=config)

@@ -124,7 +124,8 @@ def train(cfg: RunConfig) -> RunResult:
     set_seed(cfg.seed)  # the new head's initialisation must not depend on what ran before
     n_batches = -(-len(features["train"]) // cfg.train.batch_size)
     n_steps = cfg.train.max_steps or int(steps_per_epoch(n_batches, cfg.train.grad_accum) * cfg.train.epochs)
-    built = build_model(task, resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft, n_steps)
+    built = build_model(task, resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft, n_steps,
+                        attention_dropout=cfg.train.attention_dropout)
     if main and cfg.peft.method:  # the PEFT builder filled in defaults (LoRA targets): record what was used
         save_config(cfg, run_dir / "config.yaml")
     if main:
