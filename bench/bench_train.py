@@ -209,6 +209,8 @@ def warmup_steps(args: argparse.Namespace, n_train: int) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- TuneForge
 def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
     from tuneforge.build import build_model
     from tuneforge.config import config_from_dict
     from tuneforge.data.readers import LOC, BadRows
@@ -240,7 +242,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
     train_feats = [task.encode(ex) for ex in train_ex]  # tokenised once, as runner.train does
     dev_feats = [task.encode(ex) for ex in dev_ex]
     n_steps, _ = warmup_steps(args, len(train_feats))
-    __import__("accelerate").utils.set_seed(args.seed)  # the head's init, as runner.train seeds it
+    set_seed(args.seed)  # the head's init, as runner.train seeds it
     built = build_model(task, resolved, cfg.train.dropout, "full", 0, None, n_steps)
     dtype = __import__("torch").bfloat16 if resolve_precision(precision) == "bf16" else None
 
@@ -374,7 +376,7 @@ def speedup(other: dict[str, Any], tf: dict[str, Any]) -> tuple[float | None, bo
         return None, False
     if other.get("seconds_to_target") is not None:
         return other["seconds_to_target"] / mine, False
-    if other.get("censored") or other.get("train_seconds"):  # out of budget, or the whole run never got there
+    if other.get("train_seconds"):  # out of its budget (censored), or the whole run never got there
         return other["train_seconds"] / mine, True
     return None, False
 
