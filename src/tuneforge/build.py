@@ -9,7 +9,12 @@ from torch import nn
 
 from tuneforge.models import ResolvedModel, load_backbone
 from tuneforge.tasks.base import Task
-from tuneforge.training.freezing import apply_freezing, count_parameters
+from tuneforge.training.freezing import (
+    apply_freezing,
+    count_parameters,
+    freeze_word_embeddings,
+    input_embeddings,
+)
 from tuneforge.training.loop import LossTerm, StepHook
 
 
@@ -23,8 +28,11 @@ class BuiltModel:
 
 def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, freeze_policy: str, freeze_k: int,
                 peft: Any | None, total_steps: int | None = None,
-                attention_dropout: float | None = None) -> BuiltModel:
-    """The same code path builds the model for training and for loading a run, so weights always fit."""
+                attention_dropout: float | None = None, freeze_embeddings: bool | str = "auto") -> BuiltModel:
+    """The same code path builds the model for training and for loading a run, so weights always fit.
+
+    ``freeze_embeddings`` is ``freeze.embeddings`` (auto | true | false; see ``freeze_word_embeddings``).
+    """
     backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=getattr(task, "needs_lm_head", False),
                              attention_dropout=attention_dropout)
     hooks: list[StepHook] = []
@@ -36,9 +44,14 @@ def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, free
         backbone, hooks = apply_peft(backbone, peft, task_type=getattr(task, "peft_task_type", "FEATURE_EXTRACTION"),
                                      total_steps=total_steps)
         terms = loss_terms_for(backbone, peft)
+    rows = getattr(input_embeddings(backbone), "num_embeddings", None)
     model = task.build_model(backbone)
     if peft is not None and peft.method:
         counts = count_parameters(model)
     else:
-        counts = apply_freezing(model, freeze_policy, freeze_k)
+        apply_freezing(model, freeze_policy, freeze_k)
+        freeze_word_embeddings(model, freeze_embeddings, freeze_policy,
+                               task_default=getattr(task, "freeze_word_embeddings", False),
+                               vocab_grew=getattr(input_embeddings(model.backbone), "num_embeddings", None) != rows)
+        counts = count_parameters(model)
     return BuiltModel(model, hooks, counts, terms)

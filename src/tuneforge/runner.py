@@ -125,7 +125,7 @@ def train(cfg: RunConfig) -> RunResult:
     n_batches = -(-len(features["train"]) // cfg.train.batch_size)
     n_steps = cfg.train.max_steps or int(steps_per_epoch(n_batches, cfg.train.grad_accum) * cfg.train.epochs)
     built = build_model(task, resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft, n_steps,
-                        attention_dropout=cfg.train.attention_dropout)
+                        attention_dropout=cfg.train.attention_dropout, freeze_embeddings=cfg.freeze.embeddings)
     if main and cfg.peft.method:  # the PEFT builder filled in defaults (LoRA targets): record what was used
         save_config(cfg, run_dir / "config.yaml")
     if main:

@@ -53,6 +53,51 @@ def apply_freezing(model: nn.Module, policy: str, k: int = 2) -> dict[str, int]:
     return count_parameters(model)
 
 
+def input_embeddings(backbone: nn.Module) -> nn.Module | None:
+    """A HF body's input word-embedding module, or None when it has none (or a wrapper hides it)."""
+    getter = getattr(backbone, "get_input_embeddings", None)
+    try:
+        return getter() if getter is not None else None
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def word_embeddings(model: nn.Module) -> nn.Parameter | None:
+    """The input word-embedding matrix of ``model.backbone``, or None."""
+    weight = getattr(input_embeddings(model.backbone), "weight", None)
+    return weight if isinstance(weight, nn.Parameter) else None
+
+
+def tied_elsewhere(model: nn.Module, weight: nn.Parameter) -> bool:
+    """True when ``weight`` is also used by another module (an LM head tied to the input embeddings)."""
+    return sum(p is weight for _, p in model.named_parameters(remove_duplicate=False)) > 1
+
+
+def freeze_word_embeddings(model: nn.Module, setting: bool | str, policy: str, task_default: bool,
+                           vocab_grew: bool) -> bool:
+    """Apply ``freeze.embeddings`` after the policy; returns whether the word-embedding matrix is now frozen.
+
+    ``auto`` freezes it only where that is known to be safe and measured: the task asks for it (classification),
+    the policy is ``full`` (the others already decide), the task added no tokens (their fresh rows must learn) and
+    the matrix is not tied to an output layer (that would freeze the LM head too).
+    """
+    weight = word_embeddings(model)
+    if weight is None or setting is False:
+        return weight is not None and not weight.requires_grad
+    tied = tied_elsewhere(model, weight)
+    if setting is True:
+        if tied:
+            raise ValueError("freeze.embeddings=true: the word embeddings are tied to the output layer, so freezing "
+                             "them would freeze the LM head too; use false")
+        if vocab_grew:
+            raise ValueError("freeze.embeddings=true: the task added tokens whose new embedding rows must train; "
+                             "use false")
+    elif not (task_default and policy == "full" and not vocab_grew and not tied):
+        return not weight.requires_grad
+    weight.requires_grad_(False)
+    return True
+
+
 def count_parameters(model: nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

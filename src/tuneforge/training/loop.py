@@ -24,6 +24,7 @@ from tuneforge.training import checkpoint as ckpt
 from tuneforge.training.allocator import keep_freed_memory
 from tuneforge.training.batching import BatchSampler
 from tuneforge.training.ema import WeightAverage
+from tuneforge.training.fast_dropout import use_fast_dropout
 from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.optim import build_optimizer, build_scheduler
 from tuneforge.training.precision import resolve_precision
@@ -66,6 +67,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     main = accelerator.is_main_process
     keep_freed_memory()  # glibc: reuse the big per-step gradient blocks instead of page-faulting them anew
     set_seed(seed)
+    if getattr(cfg, "fast_dropout", False):
+        use_fast_dropout(model)  # same drop rate and scaling, ~3.5x cheaper masks on CPU (fast_dropout.py)
     es = cfg.early_stopping
     metric = metric or (task.main_metric if es.metric == "auto" else es.metric)
     mode = task.metric_mode if es.metric == "auto" else es.mode
