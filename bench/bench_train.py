@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stop-at-target", action="store_true",
                    help="stop each contender once it reaches the target (no final accuracy then)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--freeze-embeddings", action="store_true", help="TuneForge with freeze.embeddings=true")
+    p.add_argument("--no-fast-dropout", action="store_true", help="TuneForge with train.fast_dropout=false")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--timeout", type=float, default=None, help="seconds per contender")
     p.add_argument("--budget", nargs="+", default=None, metavar="[SIDE=]SECONDS",
@@ -228,7 +230,8 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
                   "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay,
                   "max_grad_norm": args.max_grad_norm, "precision": precision, "progress": False,
                   "num_threads": args.threads, "keep_checkpoints": 1, "log_every": 100,
-                  "early_stopping": {"patience": None}},
+                  "early_stopping": {"patience": None}, "fast_dropout": not args.no_fast_dropout},
+        "freeze": {"embeddings": args.freeze_embeddings},
         "eval": {"baselines": []}})
     resolved = resolve_model(cfg.model)
     task = make_task(cfg, resolved)
@@ -243,7 +246,8 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
     dev_feats = [task.encode(ex) for ex in dev_ex]
     n_steps, _ = warmup_steps(args, len(train_feats))
     set_seed(args.seed)  # the head's init, as runner.train seeds it
-    built = build_model(task, resolved, cfg.train.dropout, "full", 0, None, n_steps)
+    built = build_model(task, resolved, cfg.train.dropout, "full", 0, None, n_steps,
+                        freeze_embeddings=cfg.freeze.embeddings)
     dtype = __import__("torch").bfloat16 if resolve_precision(precision) == "bf16" else None
 
     def dev_accuracy() -> float:

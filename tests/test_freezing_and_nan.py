@@ -79,38 +79,30 @@ def test_nan_loss_stops_with_a_clear_error(tiny_bert_dir, tmp_path):
         train(cfg)
 
 
-def test_word_embeddings_freeze_auto_true_false(tiny_bert_dir, tiny_llama_dir):
+def test_word_embeddings_freeze(tiny_bert_dir, tiny_llama_dir):
     from tuneforge.training.freezing import freeze_word_embeddings
 
     m = model(tiny_bert_dir)
-    assert freeze_word_embeddings(m, "auto", "full", task_default=True, vocab_grew=False)
+    assert freeze_word_embeddings(m, True, vocab_grew=False)
     names = trainable(m)
     assert "backbone.embeddings.word_embeddings.weight" not in names
     assert {"backbone.embeddings.position_embeddings.weight", "backbone.embeddings.LayerNorm.weight"} <= names
-    for kwargs in ({"task_default": False, "vocab_grew": False}, {"task_default": True, "vocab_grew": True}):
-        m = model(tiny_bert_dir)
-        assert not freeze_word_embeddings(m, "auto", "full", **kwargs)  # other tasks / added tokens: trains
-        assert "backbone.embeddings.word_embeddings.weight" in trainable(m)
     m = model(tiny_bert_dir)
-    assert not freeze_word_embeddings(m, False, "full", task_default=True, vocab_grew=False)
+    assert not freeze_word_embeddings(m, False, vocab_grew=False)
     assert len(trainable(m)) == len(list(m.parameters()))
     m = model(tiny_bert_dir)
-    apply_freezing(m, "top_k", k=1)  # the policy already froze them; auto leaves the policy's decision alone
-    assert freeze_word_embeddings(m, "auto", "top_k", task_default=True, vocab_grew=False)
-    m = model(tiny_bert_dir)
-    assert freeze_word_embeddings(m, True, "full", task_default=False, vocab_grew=False)
+    apply_freezing(m, "top_k", k=1)  # the policy already froze them: reported, not changed
+    assert freeze_word_embeddings(m, False, vocab_grew=False)
     with pytest.raises(ValueError, match="added tokens"):
-        freeze_word_embeddings(model(tiny_bert_dir), True, "full", task_default=True, vocab_grew=True)
+        freeze_word_embeddings(model(tiny_bert_dir), True, vocab_grew=True)
 
-    class Lm(torch.nn.Module):  # tied input/output embeddings: auto keeps them, true refuses
+    class Lm(torch.nn.Module):  # input embeddings tied to the LM head: refused
         def __init__(self):
             super().__init__()
             self.backbone = load_backbone(str(tiny_llama_dir), causal_lm=True)
 
-    lm = Lm()
-    assert not freeze_word_embeddings(lm, "auto", "full", task_default=True, vocab_grew=False)
     with pytest.raises(ValueError, match="tied"):
-        freeze_word_embeddings(lm, True, "full", task_default=True, vocab_grew=False)
+        freeze_word_embeddings(Lm(), True, vocab_grew=False)
 
 
 def test_freeze_embeddings_config_reaches_the_model(tiny_bert_dir, tmp_path):
@@ -119,7 +111,7 @@ def test_freeze_embeddings_config_reaches_the_model(tiny_bert_dir, tmp_path):
     from tuneforge.models import resolve_model
     from tuneforge.runner import make_task
 
-    for setting, frozen in (("auto", True), (False, False)):
+    for setting in (True, False):
         cfg = config_from_dict({"model": str(tiny_bert_dir), "output_dir": str(tmp_path),
                                 "freeze": {"embeddings": setting}})
         resolved = resolve_model(cfg.model)
@@ -128,7 +120,7 @@ def test_freeze_embeddings_config_reaches_the_model(tiny_bert_dir, tmp_path):
         built = build_model(task, resolved, None, cfg.freeze.policy, cfg.freeze.k, None,
                             freeze_embeddings=cfg.freeze.embeddings)
         weight = built.model.backbone.embeddings.word_embeddings.weight
-        assert weight.requires_grad is not frozen
-        assert built.parameters["trainable"] == built.parameters["total"] - frozen * weight.numel()
+        assert weight.requires_grad is not setting
+        assert built.parameters["trainable"] == built.parameters["total"] - setting * weight.numel()
     with pytest.raises(ConfigError, match="freeze.embeddings"):
         config_from_dict({"model": "x", "freeze": {"embeddings": "sometimes"}})

@@ -28,10 +28,10 @@ class BuiltModel:
 
 def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, freeze_policy: str, freeze_k: int,
                 peft: Any | None, total_steps: int | None = None,
-                attention_dropout: float | None = None, freeze_embeddings: bool | str = "auto") -> BuiltModel:
+                attention_dropout: float | None = None, freeze_embeddings: bool = False) -> BuiltModel:
     """The same code path builds the model for training and for loading a run, so weights always fit.
 
-    ``freeze_embeddings`` is ``freeze.embeddings`` (auto | true | false; see ``freeze_word_embeddings``).
+    ``freeze_embeddings`` is ``freeze.embeddings`` (see ``freeze_word_embeddings``).
     """
     backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=getattr(task, "needs_lm_head", False),
                              attention_dropout=attention_dropout)
@@ -50,8 +50,7 @@ def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, free
         counts = count_parameters(model)
     else:
         apply_freezing(model, freeze_policy, freeze_k)
-        freeze_word_embeddings(model, freeze_embeddings, freeze_policy,
-                               task_default=getattr(task, "freeze_word_embeddings", False),
+        freeze_word_embeddings(model, freeze_embeddings,
                                vocab_grew=getattr(input_embeddings(model.backbone), "num_embeddings", None) != rows)
         counts = count_parameters(model)
     return BuiltModel(model, hooks, counts, terms)

@@ -73,27 +73,21 @@ def tied_elsewhere(model: nn.Module, weight: nn.Parameter) -> bool:
     return sum(p is weight for _, p in model.named_parameters(remove_duplicate=False)) > 1
 
 
-def freeze_word_embeddings(model: nn.Module, setting: bool | str, policy: str, task_default: bool,
-                           vocab_grew: bool) -> bool:
+def freeze_word_embeddings(model: nn.Module, freeze: bool, vocab_grew: bool) -> bool:
     """Apply ``freeze.embeddings`` after the policy; returns whether the word-embedding matrix is now frozen.
 
-    ``auto`` freezes it only where that is known to be safe and measured: the task asks for it (classification),
-    the policy is ``full`` (the others already decide), the task added no tokens (their fresh rows must learn) and
-    the matrix is not tied to an output layer (that would freeze the LM head too).
+    Refused when the task added tokens (their fresh rows must learn) or the matrix is tied to an output layer (that
+    would freeze the LM head too).
     """
     weight = word_embeddings(model)
-    if weight is None or setting is False:
+    if weight is None or not freeze:
         return weight is not None and not weight.requires_grad
-    tied = tied_elsewhere(model, weight)
-    if setting is True:
-        if tied:
-            raise ValueError("freeze.embeddings=true: the word embeddings are tied to the output layer, so freezing "
-                             "them would freeze the LM head too; use false")
-        if vocab_grew:
-            raise ValueError("freeze.embeddings=true: the task added tokens whose new embedding rows must train; "
-                             "use false")
-    elif not (task_default and policy == "full" and not vocab_grew and not tied):
-        return not weight.requires_grad
+    if tied_elsewhere(model, weight):
+        raise ValueError("freeze.embeddings=true: the word embeddings are tied to the output layer, so freezing "
+                         "them would freeze the LM head too; use false")
+    if vocab_grew:
+        raise ValueError("freeze.embeddings=true: the task added tokens whose new embedding rows must train; "
+                         "use false")
     weight.requires_grad_(False)
     return True
 

@@ -21,7 +21,6 @@ from tuneforge.tasks.classification.metrics import multi_label_metrics, single_l
 class ClassificationTask:
     name = "classification"
     main_metric = "accuracy"
-    freeze_word_embeddings = True  # freeze.embeddings=auto: measured on SST-2, BANKING77 and PhraseBank (README)
     metric_mode = "max"
 
     def __init__(self, ctx: TaskContext):
