@@ -20,7 +20,8 @@ embedding tables are lookups), T_s = real tokens of sequence s, L = layers, d = 
 for forward + backward. Softmax, layer norms, GELU, dropout, the optimizer and the embedding gradient are not
 counted: they take time but are not model FLOPs. MFU = model FLOP/s / peak FLOP/s.
 
-    python bench/bench_mfu.py                  # fp32 and bf16 at batch 32, bf16 at batch 128; 150 steps each
+    python bench/bench_mfu.py                  # fp32 and bf16 at batch 32, bf16 at batch 128, bf16 at batch 32
+                                               # with freeze.embeddings=true; 150 steps each
     python bench/bench_mfu.py --smoke          # a few steps
     python bench/bench_mfu.py --dataset imdb --runs bf16:32 --steps 40 --warmup-steps 5 --out bench/results/mfu_imdb.json
                                                # long reviews (256 tokens): how MFU grows when matmuls dominate
@@ -54,8 +55,9 @@ from common import (  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="+", default=["fp32:32", "bf16:32", "bf16:128"],
-                   help="precision:batch_size pairs (batch 32 = the training bench's hyper-parameters)")
+    p.add_argument("--runs", nargs="+", default=["fp32:32", "bf16:32", "bf16:128", "bf16:32:frozen_emb"],
+                   help="precision:batch_size pairs (batch 32 = the training bench's hyper-parameters); a third "
+                        "field frozen_emb adds freeze.embeddings=true (opt-in, see the README)")
     p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--train-limit", type=int, default=None,
@@ -126,7 +128,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from tuneforge.runner import make_task
     from tuneforge.training.loop import fit
 
-    precision, batch_size = args.side.split(":")
+    precision, batch_size, *flags = args.side.split(":")
     batch_size = int(batch_size)
     peaks = {name: matmul_flops_per_second(dt, args.peak_n, args.peak_n, args.peak_n, args.peak_repeats)
              for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
@@ -147,7 +149,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                           BadRows())
     task.setup(examples, load_tokenizer(resolved.path))
     feats = [task.encode(ex) for ex in examples]
-    built = build_model(task, resolved, None, "full", 0, None, total_steps)
+    built = build_model(task, resolved, None, "full", 0, None, total_steps,
+                        freeze_embeddings="frozen_emb" in flags)
     body = built.model.backbone
     n_params = sum(p.numel() for name, p in built.model.named_parameters() if "embeddings" not in name)
     layers, hidden = body.config.num_hidden_layers, body.config.hidden_size
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                              ("FFN-shape bf16", "ffn_shape_bf16_tflops", "{:.3f}"),
                              ("MFU own peak", "mfu_own_peak", "{:.1%}"), ("MFU bf16 peak", "mfu_bf16_peak", "{:.1%}")])]
     lines.extend(f"{r['side']}: FAILED {r['error']}" for r in results if "error" in r)
-    bf16 = next((r for r in results if r.get("precision") == "bf16" and r.get("batch_size") == 32), {})
+    bf16 = next((r for r in results if r.get("side") == "bf16:32"), {})
     mfu = bf16.get("mfu_bf16_peak")
     lines.append(check("steady-state bf16 training MFU >= 50% of the bf16 matmul peak (batch 32)",
                        None if mfu is None else mfu >= 0.5, "-" if mfu is None else f"{mfu:.1%}"))

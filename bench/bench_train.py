@@ -38,6 +38,7 @@ the 2.5x acceptance holds, without paying for the rest of a run that cannot chan
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -84,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--freeze-embeddings", action="store_true", help="TuneForge with freeze.embeddings=true")
     p.add_argument("--no-fast-dropout", action="store_true", help="TuneForge with train.fast_dropout=false")
+    p.add_argument("--from-results", metavar="JSON",
+                   help="run nothing: recompute the table and checks from a results file this script wrote (its "
+                        "setup is used), and write them back to it (or to --out)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--timeout", type=float, default=None, help="seconds per contender")
     p.add_argument("--budget", nargs="+", default=None, metavar="[SIDE=]SECONDS",
@@ -372,17 +376,33 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def speedup(other: dict[str, Any], tf: dict[str, Any]) -> tuple[float | None, bool]:
-    """TuneForge's speed-up to target over ``other`` in one repeat: (ratio, is_lower_bound). When ``other`` ran
-    out of its budget before the target, its training seconds so far give a lower bound on the ratio."""
-    mine = tf.get("seconds_to_target")
-    if mine is None or "error" in other:
-        return None, False
-    if other.get("seconds_to_target") is not None:
-        return other["seconds_to_target"] / mine, False
-    if other.get("train_seconds"):  # out of its budget (censored), or the whole run never got there
-        return other["train_seconds"] / mine, True
-    return None, False
+def speedup(other: dict[str, Any], tf: dict[str, Any]) -> tuple[float, float] | None:
+    """TuneForge's speed-up to target over ``other`` in one repeat, as an interval (low, high).
+
+    Both reached the target: an exact ratio. Only TuneForge did: ``other``'s training seconds (to its budget, or its
+    whole run) give a lower bound (high = inf). Only ``other`` did: TuneForge's whole training time gives an upper
+    bound (low = 0). Neither did, or a side failed: None (no information).
+    """
+    mine, theirs = tf.get("seconds_to_target"), other.get("seconds_to_target")
+    if "error" in other or "error" in tf:
+        return None
+    if mine is not None and theirs is not None:
+        return theirs / mine, theirs / mine
+    if mine is not None and other.get("train_seconds"):
+        return other["train_seconds"] / mine, math.inf
+    if theirs is not None and tf.get("train_seconds"):
+        return 0.0, theirs / tf["train_seconds"]
+    return None
+
+
+def show_speedup(low: float, high: float) -> str:
+    if low == high:
+        return f"{low:.2f}x"
+    if math.isinf(high):
+        return f">={low:.2f}x"
+    if low == 0:
+        return f"<={high:.2f}x"
+    return f"{low:.2f}x..{high:.2f}x"
 
 
 def summarise(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -397,21 +417,22 @@ def summarise(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[d
         for k in keys:
             row[k] = median([r[k] for r in ok if r.get(k) is not None])
         row["censored"] = sum(bool(r.get("censored")) for r in ok)
-        speedups, bound, tputs = [], False, []
+        intervals, tputs = [], []
         for rep in range(args.repeats):
             tf = next((r for r in results if r["side"] == "tuneforge" and r.get("repeat") == rep), {})
             other = next((r for r in ok if r.get("repeat") == rep), None)
             if other is None or "error" in tf:
                 continue
-            sp, lower = speedup(other, tf)
+            sp = speedup(other, tf)
             if sp is not None:
-                speedups.append(sp)
-                bound |= lower
+                intervals.append(sp)
             if tf.get("samples_per_second") and other.get("samples_per_second"):
                 tputs.append(tf["samples_per_second"] / other["samples_per_second"])
-        row["tf_speedup_to_target"] = median(speedups)
-        row["tf_speedup_is_lower_bound"] = bound
-        row["tf_speedup_per_repeat"] = speedups
+        # the median of interval-valued ratios lies between the median of the lows and the median of the highs
+        low, high = median([lo for lo, _ in intervals]), median([hi for _, hi in intervals])
+        row["tf_speedup_to_target"] = low if low == high else None
+        row["tf_speedup_interval"] = None if low is None else [low, None if math.isinf(high) else high]  # None: open
+        row["tf_speedup_per_repeat"] = [show_speedup(lo, hi) for lo, hi in intervals]
         row["tf_throughput_ratio"] = median(tputs)
         reached = sum(r.get("seconds_to_target") is not None for r in ok)
         row["seconds_to_target_shown"] = (
@@ -419,8 +440,7 @@ def summarise(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[d
             else None if row["seconds_to_target"] is None
             else f"{row['seconds_to_target']:.0f}" + (f" ({reached} of {len(ok)} got there)" if reached < len(ok)
                                                       else ""))
-        row["speedup_shown"] = (None if row["tf_speedup_to_target"] is None
-                                else f"{'>=' if bound else ''}{row['tf_speedup_to_target']:.2f}x")
+        row["speedup_shown"] = None if low is None else show_speedup(low, high)
         rows.append(row)
     return rows
 
@@ -440,7 +460,9 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
                           ("TF speed-up", "speedup_shown", "{}"),
                           ("TF samples/s x", "tf_throughput_ratio", "{:.2f}x")])]
     lines.append("(medians over repeats; '>' / '>=': the side ran out of its --budget, or finished training, before "
-                 "the target, so its time is at least that and TuneForge's speed-up at least the ratio shown)")
+                 "the target, so its time is at least that and TuneForge's speed-up at least the ratio shown; "
+                 "'<=': TuneForge finished training without reaching it; 'a..b': repeats disagree, the median "
+                 "speed-up lies in that range)")
     for r in results:
         if "error" in r:
             lines.append(f"{r['side']} (repeat {r.get('repeat', 0)}): FAILED {r['error']}")
@@ -462,10 +484,13 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
 
     for other, need in (("hf_default", 2.5), ("hf_tuned", 1.2)):
         row = by.get(other, {})
-        sp = row.get("tf_speedup_to_target")
-        lines.append(check(f"seconds to {args.target} vs {other} >= {need}x", None if sp is None else sp >= need,
-                           "-" if sp is None else f"{row['speedup_shown']} (per repeat: "
-                           f"{', '.join(f'{x:.2f}' for x in row['tf_speedup_per_repeat'])})"))
+        span = row.get("tf_speedup_interval")
+        verdict = None if span is None else span[0] >= need
+        lines.append(check(f"seconds to {args.target} vs {other} >= {need}x", verdict,
+                           "-" if span is None else f"{row['speedup_shown']} (per repeat: "
+                           f"{', '.join(row['tf_speedup_per_repeat'])})"
+                           + ("" if span is None or span[0] >= need or (span[1] is not None and span[1] < need)
+                              else "; inconclusive: the median may lie on either side")))
         ok, detail = acc_close(other)
         lines.append(check(f"final accuracy at most 0.3 points below {other}", ok, detail))
     a, b = tf.get("final_accuracy"), by.get("tuneforge_fp32", {}).get("final_accuracy")
@@ -475,13 +500,9 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.side:
-        run_side(args)
-        return 0
-    results = []
+def run_all(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
+    """Every contender, ``--repeats`` times, interleaved, each in its own subprocess."""
+    results: list[dict[str, Any]] = []
     for rep in range(args.repeats):  # interleaved, so that drift in the machine's speed hits every side alike
         for side in args.contenders:
             print(f"running {side} (repeat {rep + 1}/{args.repeats}) ...", flush=True)
@@ -496,6 +517,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {side}: " + ", ".join(f"{k} {result.get(k)}" for k in (
                 "error", "seconds_to_target", "censored", "train_seconds", "samples_per_second", "final_accuracy")
                 if k in result), flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.side:
+        run_side(args)
+        return 0
+    if args.from_results:
+        saved = json.loads(Path(args.from_results).read_text(encoding="utf-8"))
+        out = args.out or args.from_results
+        vars(args).update(saved["setup"])
+        args.out, results = out, saved["results"]
+    else:
+        results = run_all(args, argv)
     n_train = len(read_table(SST2 / "train.tsv", "sentence", "label", args.train_limit))
     total, warmup = warmup_steps(args, n_train)
     print(f"\nSST-2 full fine-tuning, MiniLM, {n_train} train rows, {args.epochs:g} epochs x batch {args.batch_size} "
@@ -505,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(args, results)
     lines = report(args, rows, results)
     print("\n".join(lines))
-    setup = {k: v for k, v in vars(args).items() if k not in ("side", "out")}
+    setup = {k: v for k, v in vars(args).items() if k not in ("side", "out", "from_results")}
     path = write_results("train", {"setup": setup, "summary": rows, "results": results, "checks": lines,
                                    "notes": __doc__}, args.out, smoke=args.smoke)
     print(f"written: {path}")
