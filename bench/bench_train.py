@@ -430,7 +430,7 @@ def summarise(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[d
                 tputs.append(tf["samples_per_second"] / other["samples_per_second"])
         # the median of interval-valued ratios lies between the median of the lows and the median of the highs
         low, high = median([lo for lo, _ in intervals]), median([hi for _, hi in intervals])
-        row["tf_speedup_to_target"] = low if low == high else None
+        row["tf_speedup_to_target"] = low if low == high else None  # a point value only when the repeats agree
         row["tf_speedup_interval"] = None if low is None else [low, None if math.isinf(high) else high]  # None: open
         row["tf_speedup_per_repeat"] = [show_speedup(lo, hi) for lo, hi in intervals]
         row["tf_throughput_ratio"] = median(tputs)
@@ -485,12 +485,15 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
     for other, need in (("hf_default", 2.5), ("hf_tuned", 1.2)):
         row = by.get(other, {})
         span = row.get("tf_speedup_interval")
-        verdict = None if span is None else span[0] >= need
-        lines.append(check(f"seconds to {args.target} vs {other} >= {need}x", verdict,
-                           "-" if span is None else f"{row['speedup_shown']} (per repeat: "
-                           f"{', '.join(row['tf_speedup_per_repeat'])})"
-                           + ("" if span is None or span[0] >= need or (span[1] is not None and span[1] < need)
-                              else "; inconclusive: the median may lie on either side")))
+        if span is None:
+            verdict, detail = None, "-"
+        else:
+            low, high = span[0], math.inf if span[1] is None else span[1]
+            verdict = low >= need
+            detail = f"{row['speedup_shown']} (per repeat: {', '.join(row['tf_speedup_per_repeat'])})"
+            if low < need <= high:
+                detail += "; inconclusive: the median may lie on either side"
+        lines.append(check(f"seconds to {args.target} vs {other} >= {need}x", verdict, detail))
         ok, detail = acc_close(other)
         lines.append(check(f"final accuracy at most 0.3 points below {other}", ok, detail))
     a, b = tf.get("final_accuracy"), by.get("tuneforge_fp32", {}).get("final_accuracy")

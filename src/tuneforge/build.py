@@ -44,13 +44,16 @@ def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, free
         backbone, hooks = apply_peft(backbone, peft, task_type=getattr(task, "peft_task_type", "FEATURE_EXTRACTION"),
                                      total_steps=total_steps)
         terms = loss_terms_for(backbone, peft)
-    rows = getattr(input_embeddings(backbone), "num_embeddings", None)
+    def vocab_rows(body: nn.Module) -> int | None:
+        return getattr(input_embeddings(body), "num_embeddings", None)
+
+    rows = vocab_rows(backbone)
     model = task.build_model(backbone)
     if peft is not None and peft.method:
         counts = count_parameters(model)
     else:
         apply_freezing(model, freeze_policy, freeze_k)
         freeze_word_embeddings(model, freeze_embeddings,
-                               vocab_grew=getattr(input_embeddings(model.backbone), "num_embeddings", None) != rows)
+                               vocab_grew=vocab_rows(model.backbone) != rows)
         counts = count_parameters(model)
     return BuiltModel(model, hooks, counts, terms)

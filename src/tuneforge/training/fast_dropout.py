@@ -14,6 +14,8 @@ and evaluation mode go through ``torch.nn.functional.dropout`` unchanged.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -22,9 +24,7 @@ LANES = 65536  # 16-bit lanes
 
 def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
     """Mask of ``shape`` in ``dtype``: 0 where dropped, ``1 / keep_rate`` where kept (``0 <= p < 1``)."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     dropped = round(p * LANES)
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # full 64-bit range: 4 fair lanes
     lanes = words.view(torch.int16)[:n].view(shape)
