@@ -103,7 +103,8 @@ class TrainConfig:
                                                "tensors (no gain on short inputs). Accuracy effect: measure it.")
     fast_dropout: bool = _f(True, "On CPU, draw dropout masks from 16-bit lanes of 64-bit random words instead of "
                                   "one Bernoulli sample per element: same drop rate (to 8e-6) and scaling, ~3.5x "
-                                  "cheaper; a different random stream than nn.Dropout (training/fast_dropout.py).")
+                                  "cheaper; a different random stream than nn.Dropout. Covers nn.Dropout modules and "
+                                  "the attention-probability dropout of sdpa models (training/fast_dropout.py).")
     ema_decay: float | None = _f(None, "Exponential moving average of the trainable weights (e.g. 0.999), updated "
                                        "after every optimizer step; validation, the best checkpoint and the final "
                                        "model use the average. null = off.")
