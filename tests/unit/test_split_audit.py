@@ -32,6 +32,46 @@ def test_singleton_class_stays_in_train():
     assert [r["y"] for r in parts["train"]].count("b") == 1
 
 
+def test_grouped_split_keeps_duplicates_together_and_moves_nothing_else():
+    data = recs(800, 200)
+    for j, r in enumerate(data):  # every 10th record of each class repeats a text (also across classes)
+        r["text"] = f"t{j // 2}" if j % 10 < 2 else f"u{j}"
+    plain = stratified_split(data, {"validation": 0.1, "test": 0.1}, seed=42, key=lambda r: r["y"])
+    grouped = stratified_split(data, {"validation": 0.1, "test": 0.1}, seed=42, key=lambda r: r["y"],
+                               group=lambda r: r["text"])
+    where = {id(r): name for name, part in grouped.items() for r in part}
+    assert len(where) == 1000  # still a partition
+    by_text: dict[str, set[str]] = {}
+    for r in data:
+        by_text.setdefault(r["text"], set()).add(where[id(r)])
+    assert all(len(parts) == 1 for parts in by_text.values())  # no text in two splits
+    was = {id(r): name for name, part in plain.items() for r in part}
+    singles = [r for r in data if r["text"].startswith("u")]
+    assert all(where[id(r)] == was[id(r)] for r in singles)  # records without a duplicate do not move
+    assert any(len(set(was[id(r)] for r in data if r["text"] == t)) > 1 for t in by_text)  # plain split leaked
+    assert abs(len(grouped["validation"]) - 100) <= 15 and abs(len(grouped["test"]) - 100) <= 15
+
+
+def test_carved_validation_has_no_exact_leak(tmp_path):
+    from tuneforge.config import config_from_dict
+    from tuneforge.data.load import load_splits
+    from tuneforge.models import ResolvedModel
+    from tuneforge.runner import make_task
+
+    rows = ["text,label"] + [f"phrase {i % 40},{'pos' if i % 40 < 20 else 'neg'}" for i in range(400)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    for grouped in (True, False):
+        cfg = config_from_dict({"model": "unused", "task": "classification", "output_dir": str(tmp_path / "run"),
+                                "data": {"train": str(tmp_path / "train.csv"),
+                                         "split": {"validation": 0.1, "test": 0.1, "group_duplicates": grouped}}})
+        task = make_task(cfg, ResolvedModel(name="tiny", path=str(tmp_path), kind="encoder"))
+        data = load_splits(cfg.data, task, cfg.seed)
+        train = {ex["text"] for ex in data.splits["train"]}
+        leaked = [ex["text"] for name in ("validation", "test") for ex in data.splits[name] if ex["text"] in train]
+        assert (leaked == []) == grouped
+        assert sum(len(v) for v in data.splits.values()) == 400  # nothing dropped
+
+
 def test_divergence_figures():
     same = divergence({"a": 50, "b": 50}, {"a": 10, "b": 10})
     assert same["js_divergence"] == 0 and same["chi2_p_value"] > 0.99

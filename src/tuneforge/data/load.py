@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.data.audit import normalise
 from tuneforge.data.readers import BadRows, DataError, ReadOptions, read_file
 from tuneforge.data.split import stratified_split
 
@@ -53,7 +54,11 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
     splits = dict(parsed)
     if missing:
         key = task.stratify_key if data.split.stratify else None
-        carved = stratified_split(parsed["train"], missing, seed, key=key)
+        group = None
+        if data.split.group_duplicates:
+            text_of, _ = task.audit_view()
+            group = lambda ex: normalise(text_of(ex))  # noqa: E731
+        carved = stratified_split(parsed["train"], missing, seed, key=key, group=group)
         splits.update(carved)
     for name, limit in (("train", data.limit), ("validation", data.validation_limit), ("test", data.test_limit)):
         if limit and name in splits:
