@@ -32,7 +32,8 @@ def generation_config(model_dir, tmp_path, **sections):
     data = tmp_path / "alpaca.json"
     write_alpaca(data)
     raw = {"model": str(model_dir), "task": "generation", "output_dir": str(tmp_path / "run"), "seed": 1,
-           "data": {"train": str(data), "max_length": 64, "split": {"validation": 0.15, "test": 0.15}},
+           "data": {"train": str(data), "max_length": 64, "split": {"validation": 0.15, "test": 0.15,
+                                                                    "group_duplicates": False}},
            "train": {**TRAIN, "epochs": 5}, "generation": {"max_new_tokens": 8, "packing": True},
            "eval": {"baselines": ["zero_shot"], "batch_size": 16}}
     for key, value in sections.items():

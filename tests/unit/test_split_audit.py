@@ -107,3 +107,20 @@ def test_audit_report_counts_leakage_unseen_labels_imbalance_and_truncation():
     assert rep["bad_rows"]["count"] == 1
     assert rep["splits"]["train"]["length_tokens"]["max"] == 20
     assert any("never seen in train" in w for w in rep["warnings"])
+
+
+def test_grouping_that_empties_a_split_is_a_clear_error(tmp_path):
+    import pytest
+
+    from tuneforge.config import config_from_dict
+    from tuneforge.data.load import load_splits
+    from tuneforge.data.readers import DataError
+    from tuneforge.models import ResolvedModel
+    from tuneforge.runner import make_task
+
+    (tmp_path / "train.csv").write_text("text,label\n" + "same text,pos\n" * 30 + "other,neg\n" * 30)
+    cfg = config_from_dict({"model": "unused", "task": "classification", "output_dir": str(tmp_path / "run"),
+                            "data": {"train": str(tmp_path / "train.csv"), "split": {"validation": 0.1, "test": 0.1}}})
+    task = make_task(cfg, ResolvedModel(name="tiny", path=str(tmp_path), kind="encoder"))
+    with pytest.raises(DataError, match=r"train\.csv.*group_duplicates"):
+        load_splits(cfg.data, task, cfg.seed)

@@ -59,6 +59,13 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
             text_of, _ = task.audit_view()
             group = lambda ex: normalise(text_of(ex))  # noqa: E731
         carved = stratified_split(parsed["train"], missing, seed, key=key, group=group)
+        for name in missing:
+            if group and not carved[name] and round(missing[name] * len(parsed["train"])) >= 1:
+                raise DataError(split_paths(files["train"])[0], None,
+                                f"carving data.split.{name}={missing[name]} left {name} empty: with "
+                                f"data.split.group_duplicates every duplicated text stays in one split, and these "
+                                f"{len(parsed['train'])} examples are mostly copies; set it to false or give "
+                                f"data.{name} as a file")
         splits.update(carved)
     for name, limit in (("train", data.limit), ("validation", data.validation_limit), ("test", data.test_limit)):
         if limit and name in splits:
