@@ -44,16 +44,19 @@ def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, free
         backbone, hooks = apply_peft(backbone, peft, task_type=getattr(task, "peft_task_type", "FEATURE_EXTRACTION"),
                                      total_steps=total_steps)
         terms = loss_terms_for(backbone, peft)
-    def vocab_rows(body: nn.Module) -> int | None:
-        return getattr(input_embeddings(body), "num_embeddings", None)
-
-    rows = vocab_rows(backbone)
+    rows = _vocab_rows(backbone)
     model = task.build_model(backbone)
     if peft is not None and peft.method:
         counts = count_parameters(model)
     else:
         apply_freezing(model, freeze_policy, freeze_k)
         freeze_word_embeddings(model, freeze_embeddings,
-                               vocab_grew=vocab_rows(model.backbone) != rows)
+                               vocab_grew=_vocab_rows(model.backbone) != rows)
         counts = count_parameters(model)
     return BuiltModel(model, hooks, counts, terms)
+
+
+def _vocab_rows(body: nn.Module) -> int | None:
+    """Rows of the input-embedding matrix (None when the body has none): compared before and after the task head is
+    built, to tell whether the task grew the vocabulary."""
+    return getattr(input_embeddings(body), "num_embeddings", None)
