@@ -25,6 +25,8 @@ class SplitConfig:
     validation: float = _f(0.1, "Share of the train file held out for validation when data.validation is unset.")
     test: float = _f(0.1, "Share of the train file held out for test when data.test is unset.")
     stratify: bool = _f(True, "Keep label proportions equal across splits.")
+    seed: int | None = _f(None, "Seed of the carving; null = the run's seed. Set it to keep one split while "
+                                "`seed` varies the training (init, order, dropout).")
     group_duplicates: bool = _f(True, "Keep examples whose texts are equal after normalisation (the audit's exact-leak "
                                       "rule) in one split, so carving does not copy train texts into validation or "
                                       "test; sizes move by the duplicates moved.")

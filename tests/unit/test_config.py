@@ -114,3 +114,24 @@ def test_limits_cut_each_split_after_carving(tmp_path):
     assert {k: len(v) for k, v in cut.items()} == {"train": 10, "validation": 5, "test": 7}
     for name in cut:  # the same carve, then the first N rows of each split
         assert cut[name] == full[name][: len(cut[name])]
+
+
+def test_split_seed_fixes_the_carve_while_the_run_seed_varies(tmp_path):
+    from tuneforge.data.load import load_splits
+    from tuneforge.tasks.base import TaskContext, build_task
+
+    rows = "".join(f"text {i},{'xy'[i % 2]}\n" for i in range(100))
+    (tmp_path / "a.csv").write_text("text,label\n" + rows)
+
+    def carve(seed, split_seed=None):
+        split = {"validation": 0.2, "test": 0.2}
+        if split_seed is not None:
+            split["seed"] = split_seed
+        cfg = config_from_dict({"task": "classification", "seed": seed,
+                                "data": {"train": str(tmp_path / "a.csv"), "split": split}})
+        task = build_task("classification", TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss,
+                                                        model_kind="encoder"))
+        return {k: [ex["text"] for ex in v] for k, v in load_splits(cfg.data, task, cfg.seed).splits.items()}
+
+    assert carve(42) != carve(43)  # without split.seed the run seed draws the carve
+    assert carve(43, split_seed=42) == carve(42) == carve(7, split_seed=42)

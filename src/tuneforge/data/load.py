@@ -30,7 +30,8 @@ def split_paths(value: str | list[str] | None) -> list[str]:
 def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
     """Read the configured files with ``task.parse`` and carve missing validation/test splits from train.
 
-    ``data`` is the ``data`` config section. Carved splits are stratified on ``task.stratify_key``.
+    ``data`` is the ``data`` config section. Carved splits are stratified on ``task.stratify_key`` and drawn with
+    ``data.split.seed`` when set, else with ``seed`` (the run's).
     """
     if not data.train:
         raise DataError("<config>", None, "data.train is not set", field="data.train")
@@ -58,7 +59,8 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
         if data.split.group_duplicates:
             text_of, _ = task.audit_view()
             group = lambda ex: normalise(text_of(ex))  # noqa: E731
-        carved = stratified_split(parsed["train"], missing, seed, key=key, group=group)
+        split_seed = seed if data.split.seed is None else data.split.seed
+        carved = stratified_split(parsed["train"], missing, split_seed, key=key, group=group)
         for name in missing:
             if group and not carved[name] and round(missing[name] * len(parsed["train"])) >= 1:
                 raise DataError(split_paths(files["train"])[0], None,
