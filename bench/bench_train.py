@@ -34,7 +34,7 @@ the 2.5x acceptance holds, without paying for the rest of a run that cannot chan
     python bench/bench_train.py --contenders tuneforge hf_tuned hf_default --repeats 2 --stop-at-target \
         --budget hf_tuned=x1.25 hf_default=x2.6                  # the speed acceptance in ~1 hour
     python bench/bench_train.py --contenders tuneforge hf_tuned --repeats 2 --vary-seed --eval-every 1000 \
-        --ema-decay 0.9995                                        # TuneForge as sst2.yaml ships it (weight average)
+        --ema-decay 0.9995                                        # TuneForge with a weight average
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze-embeddings", action="store_true", help="TuneForge with freeze.embeddings=true")
     p.add_argument("--no-fast-dropout", action="store_true", help="TuneForge with train.fast_dropout=false")
     p.add_argument("--ema-decay", type=float, default=None,
-                   help="TuneForge with train.ema_decay (configs/classification/sst2.yaml ships 0.9995): every dev "
+                   help="TuneForge with train.ema_decay (e.g. 0.9995, ~1 epoch of SST-2): every dev "
                         "evaluation, the target and the final accuracy use the averaged weights, as fit() does; "
                         "the average's update counts as training time")
     p.add_argument("--from-results", metavar="JSON",
