@@ -33,14 +33,11 @@ the 2.5x acceptance holds, without paying for the rest of a run that cannot chan
     python bench/bench_train.py --smoke                           # 256 rows, a few steps, to check every side runs
     python bench/bench_train.py --contenders tuneforge hf_tuned hf_default --repeats 2 --stop-at-target \
         --budget hf_tuned=x1.25 hf_default=x2.6                  # the speed acceptance in ~1 hour
-    python bench/bench_train.py --contenders tuneforge hf_tuned --repeats 2 --vary-seed --eval-every 1000 \
-        --ema-decay 0.9995                                        # TuneForge with a weight average
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -88,10 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--freeze-embeddings", action="store_true", help="TuneForge with freeze.embeddings=true")
     p.add_argument("--no-fast-dropout", action="store_true", help="TuneForge with train.fast_dropout=false")
-    p.add_argument("--ema-decay", type=float, default=None,
-                   help="TuneForge with train.ema_decay (e.g. 0.9995, ~1 epoch of SST-2): every dev "
-                        "evaluation, the target and the final accuracy use the averaged weights, as fit() does; "
-                        "the average's update counts as training time")
     p.add_argument("--from-results", metavar="JSON",
                    help="run nothing: recompute the table and checks from a results file this script wrote (its "
                         "setup is used), and write them back to it (or to --out)")
@@ -230,7 +223,6 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
     from tuneforge.evaluation.evaluate import predict_features
     from tuneforge.models import load_tokenizer, resolve_model
     from tuneforge.runner import make_task
-    from tuneforge.training.ema import WeightAverage
     from tuneforge.training.loop import fit
     from tuneforge.training.precision import resolve_precision
 
@@ -262,13 +254,8 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
                         freeze_embeddings=cfg.freeze.embeddings)
     dtype = __import__("torch").bfloat16 if resolve_precision(precision) == "bf16" else None
 
-    # train.ema_decay's average, built by the first step hook on the model fit() trains (so it starts one step
-    # later than fit's own, whose first weight on the start is 0.1 and decays away)
-    average: list[WeightAverage] = []
-
     def dev_accuracy() -> float:
-        with average[0].swapped() if average else contextlib.nullcontext():
-            preds = predict_features(built.model, task, dev_feats, cfg.eval.batch_size, dtype)
+        preds = predict_features(built.model, task, dev_feats, cfg.eval.batch_size, dtype)
         return task.metrics(preds, dev_ex)["accuracy"]
 
     clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target, args.side_budget)
@@ -282,10 +269,6 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
     task.collate = counting_collate  # type: ignore[method-assign]
 
     def hook(model: Any, step: int) -> None:
-        if args.ema_decay:  # the loop's own average is off (cfg has no ema_decay): one average, updated here
-            if not average:
-                average.append(WeightAverage(model, args.ema_decay))
-            average[0].update()
         if clock.step(step):
             raise StopTraining
 
@@ -297,8 +280,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
         last_step = clock.curve[-1]["step"]
     clock.step(last_step, force=True)
     return {**clock.summary(), "precision": resolve_precision(precision), "steps": last_step,
-            "trainable": built.parameters["trainable"], "model": "mean pooling + linear (BERT pooler dropped)",
-            "ema_decay": args.ema_decay}
+            "trainable": built.parameters["trainable"], "model": "mean pooling + linear (BERT pooler dropped)"}
 
 
 # ---------------------------------------------------------------- HF Trainer
