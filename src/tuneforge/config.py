@@ -110,6 +110,10 @@ class TrainConfig:
                                   "one Bernoulli sample per element: same drop rate (to 8e-6) and scaling, ~3.5x "
                                   "cheaper; a different random stream than nn.Dropout. Covers nn.Dropout modules and "
                                   "the attention-probability dropout of sdpa models (training/fast_dropout.py).")
+    active_vocab: bool = _f(True, "Full fine-tuning with AdamW: train only the word-embedding rows the training "
+                                  "data uses; AdamW would only weight-decay the others, and that decay is applied "
+                                  "as one product (same result to fp32 rounding). MiniLM on SST-2: 38% of the rows, "
+                                  "a step 1.1x faster (training/active_vocab.py). Off with ema_decay.")
     ema_decay: float | None = _f(None, "Exponential moving average of the trainable weights (e.g. 0.999), updated "
                                        "after every optimizer step; validation, the best checkpoint and the final "
                                        "model use the average. null = off.")

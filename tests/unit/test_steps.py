@@ -95,3 +95,29 @@ def test_layer_lr_decay_scales_each_block_and_keeps_the_head_at_lr():
     assert sum(len(g["params"]) for g in groups) == len(named)
     # without decay: one lr for every group
     assert {g["lr"] for g in param_groups(model, 0.1, 1e-3, None)} == {1e-3}
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])  # clipping due / not due
+def test_clip_in_fused_step_matches_clip_grad_norm(max_norm):
+    from tuneforge.training.steps import clip_in_fused_step, fused_adamw
+
+    torch.manual_seed(0)
+    start = [torch.randn(7, 5), torch.randn(5)]
+    grads = [[torch.randn(7, 5) * 3, torch.randn(5)] for _ in range(3)]
+    ref = [torch.nn.Parameter(t.clone()) for t in start]
+    new = [torch.nn.Parameter(t.clone()) for t in start]
+    opt_ref = torch.optim.AdamW(ref, lr=1e-2, weight_decay=0.1, fused=True)
+    opt_new = torch.optim.AdamW(new, lr=1e-2, weight_decay=0.1, fused=True)
+    assert fused_adamw(opt_new) is opt_new and fused_adamw(torch.optim.AdamW(ref, lr=1e-2)) is None
+    for step_grads in grads:
+        for p, q, g in zip(ref, new, step_grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        norm_ref = float(torch.nn.utils.clip_grad_norm_(ref, max_norm))
+        opt_ref.step()
+        norm_new = clip_in_fused_step(opt_new, [q.grad for q in new], max_norm)
+        assert (opt_new.grad_scale is None) == (norm_new <= max_norm)
+        opt_new.step()
+        opt_new.grad_scale = None
+        assert norm_new == pytest.approx(norm_ref)
+    for p, q in zip(ref, new):
+        torch.testing.assert_close(p, q, atol=1e-7, rtol=1e-6)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from tuneforge.evaluation.evaluate import model_inputs, predict_features
 from tuneforge.io_utils import append_jsonl
 from tuneforge.tasks.base import Example, Feature, Task
+from tuneforge.training import active_vocab
 from tuneforge.training import checkpoint as ckpt
 from tuneforge.training.allocator import keep_freed_memory
 from tuneforge.training.batching import BatchSampler
@@ -28,7 +29,15 @@ from tuneforge.training.fast_dropout import use_fast_dropout
 from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.optim import build_optimizer, build_scheduler
 from tuneforge.training.precision import resolve_precision
-from tuneforge.training.steps import Throughput, accumulation_windows, is_finite, scaled_loss, total_steps
+from tuneforge.training.steps import (
+    Throughput,
+    accumulation_windows,
+    clip_in_fused_step,
+    fused_adamw,
+    is_finite,
+    scaled_loss,
+    total_steps,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,12 +84,23 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     if cfg.feature_cache:  # head_only / top_k: the frozen bottom runs once here, not every epoch (feature_cache.py)
         model, task, train, val = cache_frozen_features(model, task, train, val, accelerator.device,
                                                         _autocast_dtype(precision), verbose=main)
+    active = None  # word-embedding rows the training data never uses get no gradient, only decay (active_vocab.py)
+    if cfg.active_vocab and cfg.optimizer == "adamw" and not cfg.ema_decay and not loss_terms:
+        active = active_vocab.install(model, train, [getattr(getattr(task, "tokenizer", None), "pad_token_id", None)])
+        if active is not None and main:
+            rows, vocab = active.weight.shape[0], active.inner.weight.shape[0]
+            print(f"active vocabulary: training {rows:,} of {vocab:,} word-embedding rows ({rows / vocab:.0%}); "
+                  f"the rest only decay (train.active_vocab)")
     sampler = BatchSampler([f["length"] for f in train], cfg.batch_size, seed,
                            length_grouped=cfg.batching == "length_grouped")
     loader = DataLoader(list(train), batch_sampler=sampler, collate_fn=task.collate)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.head_lr, cfg.momentum,
                                 cfg.layer_lr_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # clip inside fused AdamW's own pass over the gradients (steps.py); FSDP/DeepSpeed and fp16 scaling clip their way
+    fused_clip = fused_adamw(optimizer) if (accelerator.scaler is None and accelerator.distributed_type in (
+        DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)) else None
     batches_per_epoch = len(loader)
     windows = accumulation_windows(batches_per_epoch, cfg.grad_accum)
     n_steps = total_steps(batches_per_epoch, cfg.grad_accum, cfg.epochs, cfg.max_steps)
@@ -175,12 +195,20 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
                 tokens_seen += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
             mean_loss = loss_total / max(items_total, 1e-12)
             if not is_finite(mean_loss):
+                if active is not None:
+                    active_vocab.uninstall(accelerator.unwrap_model(model), active)
                 raise NonFiniteLossError(f"loss is {mean_loss} at step {step + 1} (epoch {epoch}); lower train.lr, "
                                          f"check the data, or use precision=fp32. Last checkpoint: "
                                          f"{(ckpt.list_checkpoints(ckpt_root) or ['none'])[-1]}")
-            if cfg.max_grad_norm:
+            if cfg.max_grad_norm and fused_clip is not None:
+                clip_in_fused_step(fused_clip, [p.grad for p in trainable if p.grad is not None], cfg.max_grad_norm)
+            elif cfg.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
+            if fused_clip is not None:
+                fused_clip.grad_scale = None  # type: ignore[attr-defined]
+            if active is not None:
+                active.after_optimizer_step(optimizer)
             scheduler.step()
             step += 1
             batch_in_epoch += w
@@ -224,6 +252,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     # ---- restore the best weights ----
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
+    if active is not None:
+        active_vocab.uninstall(unwrapped, active)
     if best_step is not None and (run_dir / "best").is_dir():
         ckpt.load_weights(unwrapped, run_dir / "best")
     elif ema is not None:  # nothing validated: the average is the result, and what predict loads
