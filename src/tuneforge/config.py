@@ -113,7 +113,7 @@ class TrainConfig:
     active_vocab: bool = _f(True, "Full fine-tuning with AdamW: train only the word-embedding rows the training "
                                   "data uses; AdamW would only weight-decay the others, and that decay is applied "
                                   "as one product (same result to fp32 rounding). MiniLM on SST-2: 38% of the rows, "
-                                  "a step 1.1x faster (training/active_vocab.py). Off with ema_decay.")
+                                  "~3% less time a step (training/active_vocab.py). Not used with ema_decay.")
     ema_decay: float | None = _f(None, "Exponential moving average of the trainable weights (e.g. 0.999), updated "
                                        "after every optimizer step; validation, the best checkpoint and the final "
                                        "model use the average. null = off.")
