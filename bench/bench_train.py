@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--freeze-embeddings", action="store_true", help="TuneForge with freeze.embeddings=true")
     p.add_argument("--no-fast-dropout", action="store_true", help="TuneForge with train.fast_dropout=false")
+    p.add_argument("--pooling", default="auto",
+                   help="TuneForge's head.pooling (auto = mean for this model; pooler = HF's head exactly)")
     p.add_argument("--from-results", metavar="JSON",
                    help="run nothing: recompute the table and checks from a results file this script wrote (its "
                         "setup is used), and write them back to it (or to --out)")
@@ -235,7 +237,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
                   "max_grad_norm": args.max_grad_norm, "precision": precision, "progress": False,
                   "num_threads": args.threads, "keep_checkpoints": 1, "log_every": 100,
                   "early_stopping": {"patience": None}, "fast_dropout": not args.no_fast_dropout},
-        "freeze": {"embeddings": args.freeze_embeddings},
+        "freeze": {"embeddings": args.freeze_embeddings}, "head": {"pooling": args.pooling},
         "eval": {"baselines": []}})
     resolved = resolve_model(cfg.model)
     task = make_task(cfg, resolved)
@@ -280,7 +282,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
         last_step = clock.curve[-1]["step"]
     clock.step(last_step, force=True)
     return {**clock.summary(), "precision": resolve_precision(precision), "steps": last_step,
-            "trainable": built.parameters["trainable"], "model": "mean pooling + linear (BERT pooler dropped)"}
+            "trainable": built.parameters["trainable"], "model": f"{task.pooling} pooling + linear"}
 
 
 # ---------------------------------------------------------------- HF Trainer
