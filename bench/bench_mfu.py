@@ -215,12 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                              ("FFN-shape bf16", "ffn_shape_bf16_tflops", "{:.3f}"),
                              ("MFU own peak", "mfu_own_peak", "{:.1%}"), ("MFU bf16 peak", "mfu_bf16_peak", "{:.1%}")])]
     lines.extend(f"{r['side']}: FAILED {r['error']}" for r in results if "error" in r)
-    for run in args.runs:
-        values = [r["mfu_bf16_peak"] for r in results if r.get("side") == run and "mfu_bf16_peak" in r]
-        if values:
-            lines.append(f"{run}: MFU (bf16 peak) median {statistics.median(values):.1%} over "
-                         f"{', '.join(f'{v:.1%}' for v in values)}")
-    runs32 = [r["mfu_bf16_peak"] for r in results if r.get("side") == "bf16:32" and "mfu_bf16_peak" in r]
+    per_run = {run: [r["mfu_bf16_peak"] for r in results if r.get("side") == run and "mfu_bf16_peak" in r]
+               for run in args.runs}
+    lines.extend(f"{run}: MFU (bf16 peak) median {statistics.median(values):.1%} over "
+                 f"{', '.join(f'{v:.1%}' for v in values)}" for run, values in per_run.items() if values)
+    runs32 = per_run.get("bf16:32", [])
     mfu = statistics.median(runs32) if runs32 else None
     lines.append(check(f"steady-state bf16 training MFU >= 50% of the bf16 matmul peak (batch 32, median of "
                        f"{len(runs32)})", None if mfu is None else mfu >= 0.5, "-" if mfu is None else f"{mfu:.1%}"))

@@ -45,6 +45,7 @@ class ActiveRowsEmbedding(nn.Module):
         self.local_padding_idx = int(remap[pad]) if pad is not None and int(remap[pad]) >= 0 else None
         self.pending_decay = 1.0  # product of (1 - lr_t * wd) not yet applied to the unused rows
         self._synced_version = -1
+        self._group: dict | None = None  # the optimizer param group holding ``weight``
         full.requires_grad_(False)
 
     @property
@@ -59,17 +60,15 @@ class ActiveRowsEmbedding(nn.Module):
                 raise RuntimeError(f"train.active_vocab: token ids {unknown} are not in the training data this "
                                    f"embedding was built from; set train.active_vocab=false")
             return F.embedding(local, self.weight, self.local_padding_idx)
-        inner = self._inner
-        return F.embedding(input_ids, self.full_weight(), inner.padding_idx, inner.max_norm, inner.norm_type,
-                           inner.scale_grad_by_freq, inner.sparse)
+        # install() only wraps plain embeddings (no max_norm, sparse or scale_grad_by_freq)
+        return F.embedding(input_ids, self.full_weight(), self._inner.padding_idx)
 
     def after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Record this step's decoupled weight decay of the unused rows (call after ``optimizer.step()``, before
         the scheduler moves the lr)."""
-        for group in optimizer.param_groups:
-            if any(p is self.weight for p in group["params"]):
-                self.pending_decay *= 1.0 - float(group["lr"]) * float(group["weight_decay"])
-                return
+        if self._group is None:  # found once: the optimizer's groups do not change during fit
+            self._group = next(g for g in optimizer.param_groups if any(p is self.weight for p in g["params"]))
+        self.pending_decay *= 1.0 - float(self._group["lr"]) * float(self._group["weight_decay"])
 
     @torch.no_grad()
     def full_weight(self) -> torch.Tensor:
