@@ -87,9 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-fast-dropout", action="store_true", help="TuneForge with train.fast_dropout=false")
     p.add_argument("--pooling", default="auto",
                    help="TuneForge's head.pooling (auto = mean for this model; pooler = HF's head exactly)")
-    p.add_argument("--from-results", metavar="JSON",
+    p.add_argument("--from-results", metavar="JSON", nargs="+",
                    help="run nothing: recompute the table and checks from a results file this script wrote (its "
-                        "setup is used), and write them back to it (or to --out)")
+                        "setup is used), and write them back to it (or to --out). Several files (same setup but "
+                        "for seeds and repeats, e.g. seeds 42-43 and 44-45) are pooled: their repeats are "
+                        "renumbered, the table and checks cover all of them, and --out is required")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--timeout", type=float, default=None, help="seconds per contender")
     p.add_argument("--budget", nargs="+", default=None, metavar="[SIDE=]SECONDS",
@@ -525,17 +527,75 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
     return results
 
 
+# setup keys that may differ between pooled invocations: which seeds and how many repeats each ran
+POOL_FREE = ("seed", "repeats", "vary_seed", "timeout")
+
+
+def pool_results(files: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The setup, the results (repeats renumbered 0..n-1 across files) and one provenance record per file.
+
+    Files must share every setting but ``POOL_FREE``; a file whose repeats were seeded like another's is refused,
+    since pooling the same seed twice would count one outcome twice in the accuracy medians."""
+    setup: dict[str, Any] | None = None
+    results: list[dict[str, Any]] = []
+    provenance: list[dict[str, Any]] = []
+    seen: dict[tuple[str, Any], str] = {}
+    offset = 0
+    for name in files:
+        saved = json.loads(Path(name).read_text(encoding="utf-8"))
+        fixed = {k: v for k, v in saved["setup"].items() if k not in POOL_FREE}
+        if setup is None:
+            setup = dict(saved["setup"])
+        else:
+            differ = sorted(k for k in set(fixed) | set(setup) if k not in POOL_FREE and fixed.get(k) != setup.get(k))
+            if differ:
+                raise SystemExit(f"{name}: setup differs from {files[0]} in {', '.join(differ)}; not pooled")
+        repeats = int(saved["setup"].get("repeats", 1))
+        for r in saved["results"]:
+            key = (r["side"], r.get("seed"))
+            if len(files) > 1 and key in seen and seen[key] != name:
+                raise SystemExit(f"{name}: {key[0]} seed {key[1]} is also in {seen[key]}; not pooled")
+            seen[key] = name
+            results.append({**r, "repeat": offset + int(r.get("repeat", 0)), "source": name})
+        provenance.append({"file": name, "when": saved.get("when"), "code": saved.get("code"),
+                           "seeds": sorted({r.get("seed") for r in saved["results"]} - {None}),
+                           "load_average_1m": saved.get("machine", {}).get("load_average_1m")})
+        offset += repeats
+    assert setup is not None
+    setup["repeats"] = offset
+    return setup, results, provenance
+
+
+def pooled_lines(pooled: list[dict[str, Any]]) -> list[str]:
+    """Where each pooled file came from, and a warning when they ran different code."""
+    lines = ["pooled invocations (each interleaves its own contenders; ratios pair sides within a repeat):"]
+    for p in pooled:
+        code = p.get("code") or {}
+        commit = code.get("commit")
+        lines.append(f"  {p['file']}: seeds {p['seeds']}, {p.get('when')}, "
+                     + (f"commit {commit[:10]}{' (dirty)' if code.get('dirty') else ''}" if commit
+                        else "commit not recorded"))
+    commits = {(p.get("code") or {}).get("commit") for p in pooled} - {None}
+    if len(commits) > 1:
+        lines.append(f"  note: the files ran {len(commits)} different commits")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.side:
         run_side(args)
         return 0
+    pooled: list[dict[str, Any]] = []
     if args.from_results:
-        saved = json.loads(Path(args.from_results).read_text(encoding="utf-8"))
-        out = args.out or args.from_results
-        vars(args).update(saved["setup"])
-        args.out, results = out, saved["results"]
+        files = args.from_results
+        if len(files) > 1 and not args.out:
+            raise SystemExit("pooling several results files needs --out")
+        out = args.out or files[0]
+        setup, results, pooled = pool_results(files)
+        vars(args).update(setup)
+        args.out = out
     else:
         results = run_all(args, argv)
     n_train = len(read_table(SST2 / "train.tsv", "sentence", "label", args.train_limit))
@@ -543,13 +603,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nSST-2 full fine-tuning, MiniLM, {n_train} train rows, {args.epochs:g} epochs x batch {args.batch_size} "
           f"({total} steps, {warmup} warmup), lr {args.lr:g}, max length {args.max_length}, {args.threads} threads; "
           f"dev evaluated every {args.eval_every} steps, eval time excluded from 's to target'; "
-          f"{args.repeats} repeat(s)")
+          f"{args.repeats} repeat(s)" + (f", pooled from {len(pooled)} invocations" if len(pooled) > 1 else ""))
     rows = summarise(args, results)
     lines = report(args, rows, results)
+    if len(pooled) > 1:
+        lines += pooled_lines(pooled)
     print("\n".join(lines))
     setup = {k: v for k, v in vars(args).items() if k not in ("side", "out", "from_results")}
+    extra = {"pooled_from": pooled} if len(pooled) > 1 else {}
     path = write_results("train", {"setup": setup, "summary": rows, "results": results, "checks": lines,
-                                   "notes": __doc__}, args.out, smoke=args.smoke)
+                                   **extra, "notes": __doc__}, args.out, smoke=args.smoke)
     print(f"written: {path}")
     return 0 if all("error" not in r for r in results) else 1
 

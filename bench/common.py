@@ -123,9 +123,27 @@ def write_results(name: str, payload: dict[str, Any], out: str | None = None, sm
     """``bench/results/<name>.json`` (``<name>.smoke.json`` for smoke sizes; or ``out``) with the machine added."""
     path = Path(out) if out else RESULTS / f"{name}{'.smoke' if smoke else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"bench": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **payload}
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    payload = {"bench": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), "code": code(),
+               **payload}
+    tmp = path.with_name(f".{path.name}.tmp")  # a crash mid-write leaves the old results, not half a file
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
     return path
+
+
+def code() -> dict[str, Any]:
+    """The commit the bench ran from and whether tracked files differed from it, so that results from several
+    invocations are pooled only when they measured the same code."""
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "src", "bench")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def fmt(value: Any, spec: str = "{:.1f}") -> str:

@@ -59,3 +59,37 @@ def test_bounds_that_clear_the_bar_pass(bench):
     row, line = summary_and_checks(bench, results)
     assert row["tf_speedup_interval"] == [pytest.approx(650 / 300), pytest.approx(700 / 300)]
     assert line.startswith("[PASS]")
+
+
+def saved(path, seeds, results, **setup):
+    import json
+
+    base = {"contenders": ["tuneforge", "hf_tuned"], "epochs": 3, "lr": 3e-05, "seed": seeds[0],
+            "repeats": len(seeds), "vary_seed": True}
+    path.write_text(json.dumps({"setup": {**base, **setup}, "results": results, "code": {"commit": "abc"}}))
+    return str(path)
+
+
+def test_pooling_renumbers_repeats_and_refuses_mismatches(bench, tmp_path):
+    first = saved(tmp_path / "a.json", [42, 43], [run("tuneforge", 0, 300.0, accuracy=0.89),
+                                                  run("hf_tuned", 0, 700.0, accuracy=0.91),
+                                                  run("tuneforge", 1, 300.0, accuracy=0.90),
+                                                  run("hf_tuned", 1, None, accuracy=0.895)])
+    later = [{**r, "seed": r["seed"] + 2} for r in (run("tuneforge", 0, 310.0, accuracy=0.897),
+                                                    run("hf_tuned", 0, 500.0, accuracy=0.898),
+                                                    run("tuneforge", 1, 320.0, accuracy=0.899),
+                                                    run("hf_tuned", 1, 650.0, accuracy=0.894))]
+    second = saved(tmp_path / "b.json", [44, 45], later, seed=44)
+    setup, results, provenance = bench.pool_results([first, second])
+    assert setup["repeats"] == 4 and [p["seeds"] for p in provenance] == [[42, 43], [44, 45]]
+    assert sorted({(r["repeat"], r["seed"]) for r in results}) == [(0, 42), (1, 43), (2, 44), (3, 45)]
+    args = bench.parse_args(["--contenders", "tuneforge", "hf_tuned"])
+    vars(args).update(setup)
+    rows = {r["side"]: r for r in bench.summarise(args, results)}
+    assert rows["tuneforge"]["final_accuracy"] == pytest.approx(0.898)  # median of 0.89, 0.90, 0.897, 0.899
+    assert rows["hf_tuned"]["final_accuracy"] == pytest.approx(0.8965)
+    assert len(rows["hf_tuned"]["tf_speedup_per_repeat"]) == 4
+    with pytest.raises(SystemExit, match="lr"):
+        bench.pool_results([first, saved(tmp_path / "c.json", [44], later[:2], seed=44, lr=5e-5)])
+    with pytest.raises(SystemExit, match="seed 42"):
+        bench.pool_results([first, saved(tmp_path / "d.json", [42], [run("tuneforge", 0, 1.0)])])
