@@ -541,8 +541,10 @@ def pool_results(files: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]
     provenance: list[dict[str, Any]] = []
     seen: dict[tuple[str, Any], str] = {}
     offset = 0
+    defaults = {k: v for k, v in vars(parse_args([])).items() if k not in ("side", "out", "from_results")}
     for name in files:
         saved = json.loads(Path(name).read_text(encoding="utf-8"))
+        saved["setup"] = {**defaults, **saved["setup"]}  # options added after a file was written: their defaults
         fixed = {k: v for k, v in saved["setup"].items() if k not in POOL_FREE}
         if setup is None:
             setup = dict(saved["setup"])
