@@ -142,7 +142,7 @@ def code() -> dict[str, Any]:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no", "--", "src", "bench")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "src", "bench", ":(exclude)bench/results")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
