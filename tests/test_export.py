@@ -54,7 +54,7 @@ def test_export_merges_with_parity(task, method, tmp_path, monkeypatch, request,
         torch.testing.assert_close(got[key], expected[key], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "pooler"])
+@pytest.mark.parametrize("pooling", ["mean", "pooler", "mean_pooler"])
 def test_model_card_snippet_reproduces_the_classifier(pooling, tmp_path, monkeypatch, request, no_network):
     """The README's plain-transformers code gives the same scores as TuneForge's Predictor."""
     trained = _train("classification", "lora", tmp_path, monkeypatch, request, pooling=pooling)

@@ -77,7 +77,7 @@ def test_peft_wrapped_bodies_are_never_cached(tiny_bert_dir, method):
     assert plan_cache(SequenceClassifier(body, num_labels=2)) is None
 
 
-@pytest.mark.parametrize("pooling", ["mean", "pooler"])
+@pytest.mark.parametrize("pooling", ["mean", "pooler", "mean_pooler"])
 @pytest.mark.parametrize("policy", ["head_only", "top_k"])
 def test_cached_forward_equals_the_full_forward(tiny_bert_dir, policy, pooling):
     model = classifier(tiny_bert_dir, policy, k=1, pooling=pooling).eval()

@@ -43,6 +43,24 @@ def test_each_adapter_reproduces_its_own_run(runs):
             torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=0)
 
 
+def test_runs_pooling_differently_share_one_body(runs, tmp_path, tiny_bert_dir):
+    """A mean-pooling run loaded first drops the body's unused pooler; a later run that pools with it still works."""
+    cfg = tiny_config("classification", "lora", tmp_path, tiny_bert_dir, train={"epochs": 3},
+                      head={"dropout": 0.0, "pooling": "mean"})
+    mp = pytest.MonkeyPatch()
+    try:
+        plain = train_pair(cfg, mp)
+    finally:
+        mp.undo()
+    assert runs["sentiment"].model.pooling == "mean_pooler"  # auto, on a body with a pooler
+    shared = MultiAdapterPredictor.from_run_dirs({"plain": plain.run_dir, "sentiment": runs["sentiment"].run_dir})
+    for name, pair in (("plain", plain), ("sentiment", runs["sentiment"])):
+        batch = probe_batch(Predictor.from_run_dir(pair.run_dir).task, pair.cfg)
+        with shared.using(name) as predictor:
+            got = outputs_of(predictor.model, batch)
+        torch.testing.assert_close(got["logits"], outputs_of(pair.model, batch)["logits"], atol=1e-5, rtol=0)
+
+
 def test_cli_predict_adapters(runs, tmp_path, capsys):
     inputs = tmp_path / "in.txt"
     inputs.write_text("great love film\n")

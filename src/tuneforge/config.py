@@ -65,9 +65,10 @@ class DataConfig:
 
 @dataclass
 class HeadConfig:
-    pooling: str = _f("auto", "auto | mean | cls | last | pooler: how token states become one vector "
-                      "(pooler = the checkpoint's pretrained dense+tanh on [CLS], as in "
-                      "AutoModelForSequenceClassification).")
+    pooling: str = _f("auto", "auto | mean | cls | last | pooler | mean_pooler: how token states become one "
+                      "vector (pooler = the checkpoint's pretrained dense+tanh on [CLS], as in "
+                      "AutoModelForSequenceClassification; mean_pooler = the mean and the pooler side by side). "
+                      "auto = mean_pooler for encoders with a pretrained pooler, else mean; last for decoders.")
     dropout: float = _f(0.1, "Dropout before the classification layer.")
 
 
@@ -300,7 +301,7 @@ _CHOICES = {
     ("train", "precision"): ("auto", "bf16", "fp32"),
     ("train", "batching"): ("length_grouped", "random"),
     ("freeze", "policy"): ("full", "top_k", "head_only", "bitfit"),
-    ("head", "pooling"): ("auto", "mean", "cls", "last", "pooler"),
+    ("head", "pooling"): ("auto", "mean", "cls", "last", "pooler", "mean_pooler"),
     ("train.early_stopping", "mode"): ("max", "min"),
     ("peft", "adapter_kind"): ("pfeiffer", "houlsby"),
 }

@@ -13,6 +13,9 @@ POOLING_CODE = {
              "    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)   # mean over real tokens"),
     "cls": "pooled = hidden[:, 0]                                      # first token",
     "pooler": "pooled = body.pooler(hidden)                               # pretrained dense + tanh on [CLS]",
+    "mean_pooler": ("m = enc[\"attention_mask\"].unsqueeze(-1).float()\n"
+                    "    mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)     # mean over real tokens\n"
+                    "    pooled = torch.cat([mean, body.pooler(hidden)], -1)        # and the pretrained pooler"),
     "last": ("last = enc[\"attention_mask\"].sum(1) - 1                   # right padding: last real token\n"
              "    pooled = hidden[torch.arange(hidden.size(0)), last]"),
 }

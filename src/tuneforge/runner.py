@@ -126,6 +126,8 @@ def train(cfg: RunConfig) -> RunResult:
     n_steps = cfg.train.max_steps or int(steps_per_epoch(n_batches, cfg.train.grad_accum) * cfg.train.epochs)
     built = build_model(task, resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft, n_steps,
                         attention_dropout=cfg.train.attention_dropout, freeze_embeddings=cfg.freeze.embeddings)
+    if main:  # after build_model: it settles choices that depend on the body (head.pooling=auto)
+        atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})
     if main and cfg.peft.method:  # the PEFT builder filled in defaults (LoRA targets): record what was used
         save_config(cfg, run_dir / "config.yaml")
     if main:
@@ -184,7 +186,6 @@ def _write_run_files(run_dir: Path, cfg: RunConfig, task: Task, tokenizer: Any, 
     resolve_data_paths(cfg, Path.cwd())  # the saved config must work from any directory
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_json(run_dir / "audit.json", audit_report)
-    atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})
     tokenizer.save_pretrained(run_dir / "tokenizer")
     atomic_write_json(run_dir / "meta.json", build_meta(
         data.files, cfg.seed, {"name": cfg.model, "path": resolved.path, "kind": resolved.kind}, precision, world))

@@ -111,8 +111,34 @@ def test_pooler_pooling_needs_a_pretrained_pooler(tiny_llama_dir):
     from tuneforge.models import load_backbone
     from tuneforge.tasks.classification.head import SequenceClassifier
 
-    with pytest.raises(ValueError, match="head.pooling=pooler needs a body with a pretrained pooler"):
-        SequenceClassifier(load_backbone(str(tiny_llama_dir)), num_labels=2, pooling="pooler")
+    for pooling in ("pooler", "mean_pooler"):
+        with pytest.raises(ValueError, match=f"head.pooling={pooling} needs a body with a pretrained pooler"):
+            SequenceClassifier(load_backbone(str(tiny_llama_dir)), num_labels=2, pooling=pooling)
+
+
+def test_mean_pooler_pooling_concatenates_the_mean_and_the_pretrained_pooler(tiny_bert_dir):
+    """``mean_pooler``: [mean over real tokens ; pooler(hidden)] → a linear layer of width 2H."""
+    from tuneforge.models import load_backbone
+    from tuneforge.tasks.backbone import token_states
+    from tuneforge.tasks.classification.head import SequenceClassifier
+
+    model = SequenceClassifier(load_backbone(str(tiny_bert_dir)), num_labels=3, pooling="mean_pooler").eval()
+    hidden_size = model.backbone.config.hidden_size
+    assert model.classifier.in_features == 2 * hidden_size
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        hidden = token_states(model.backbone, ids, mask)
+        want = torch.cat([pool(hidden, mask, "mean"), model.backbone.pooler(hidden)], -1)
+        got = model.features(ids, mask)
+        logits = model(input_ids=ids, attention_mask=mask)["logits"]
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(logits, model.classifier(want))
+    # padding does not leak into the mean half: the padded row equals the same row run alone
+    with torch.no_grad():
+        alone = model.features(ids[1:, :3], mask[1:, :3])
+    torch.testing.assert_close(got[1:], alone, atol=1e-5, rtol=0)
+    assert any(n.startswith("backbone.pooler.") for n, _ in model.named_parameters())
 
 
 def test_majority_and_unseen_label_handling():

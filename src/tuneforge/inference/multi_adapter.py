@@ -154,7 +154,14 @@ def _attach(name: str, cfg: RunConfig, task: Any, shared: torch.nn.Module, run_d
     """Build ``task``'s head around the shared body and load the run's head and adapter tensors."""
     embeddings = shared.get_input_embeddings().num_embeddings
     set_seed(cfg.seed)
+    pooler = getattr(shared, "pooler", None)
     model = task.build_model(shared)
+    if pooler is not None and getattr(shared, "pooler", None) is None:
+        # a mean/cls head drops the body's unused pooler (head.py); a later run on this shared body may pool with it
+        if "pooler" in vars(shared):  # a PEFT wrapper: the drop shadowed the base model's pooler with a plain None
+            delattr(shared, "pooler")
+        else:
+            shared.pooler = pooler
     if shared.get_input_embeddings().num_embeddings != embeddings:
         raise MultiAdapterError(f"run {name!r}: task {task.name!r} adds tokens to the base model, so it cannot "
                                 f"share it with other runs")

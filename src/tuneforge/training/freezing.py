@@ -43,7 +43,7 @@ def apply_freezing(model: nn.Module, policy: str, k: int = 2) -> dict[str, int]:
             if name.endswith(("final_layer_norm", "norm", "ln_f")) and not any(
                     c in name for c in ("layer.", "layers.", "h.")):
                 module.requires_grad_(True)
-        if getattr(backbone, "pooler", None) is not None:  # kept only for head.pooling=pooler: above the stack
+        if getattr(backbone, "pooler", None) is not None:  # kept only for pooling pooler/mean_pooler: above the stack
             backbone.pooler.requires_grad_(True)
     elif policy == "bitfit":
         for name, p in backbone.named_parameters():

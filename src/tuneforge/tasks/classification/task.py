@@ -28,7 +28,8 @@ class ClassificationTask:
         self.text_col, self.pair_col, self.label_col = d.text_column, d.text_pair_column, d.label_column
         self.multi_label, self.delimiter, self.max_length = d.multi_label, d.label_delimiter, d.max_length
         self.fixed_labels = d.labels
-        self.pooling = default_pooling(ctx.model_kind, ctx.head.pooling)
+        self.model_kind, self.pooling_request = ctx.model_kind, ctx.head.pooling
+        self.pooling = default_pooling(ctx.model_kind, ctx.head.pooling)  # ``auto`` settles in build_model
         self.dropout = ctx.head.dropout
         self.class_weights_opt = ctx.loss.class_weights
         self.label_smoothing = ctx.loss.label_smoothing
@@ -83,6 +84,7 @@ class ClassificationTask:
 
     # ----- model and loss -----
     def build_model(self, backbone: nn.Module) -> nn.Module:
+        self.pooling = default_pooling(self.model_kind, self.pooling_request, backbone)
         return SequenceClassifier(backbone, len(self.labels), self.pooling, self.dropout)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +189,7 @@ class ClassificationTask:
     def load_state(self, state: dict[str, Any], tokenizer: Any) -> None:
         self.labels = list(state["labels"])
         self.multi_label = state["multi_label"]
-        self.pooling = state["pooling"]
+        self.pooling = self.pooling_request = state["pooling"]  # what the weights were trained with
         self.class_weights = state.get("class_weights")
         self.tokenizer = tokenizer
 
