@@ -6,9 +6,10 @@ from ``tuneforge train configs/classification/{sst2,banking77}.yaml``); without 
 run of each with TuneForge (``--train-limit`` rows, ``--train-epochs``) under ``--work-dir``. Speed does not depend
 on how well the model was trained; agreement can (near-ties), so the full-size numbers should use real runs.
 
-How the pipeline gets the same model (the honest option we found): TuneForge's classifier is body + mean pooling
-over real tokens + linear. No ``AutoModelForSequenceClassification`` computes exactly that (BERT's puts a dense+tanh
-pooler on [CLS]; see tuneforge/export.py), so an export would change the predictions. The pipeline side therefore
+How the pipeline gets the same model (the honest option we found): TuneForge's classifier is body + pooling (by
+default the mean over real tokens beside BERT's pretrained pooler output) + linear. No
+``AutoModelForSequenceClassification`` computes exactly that (BERT's uses the pooler alone; see
+tuneforge/export.py), so an export would change the predictions. The pipeline side therefore
 builds transformers' own ``TextClassificationPipeline`` (via ``pipeline(..., pipeline_class=...)``) around the run's
 BertModel and replaces only ``_forward`` so that it calls the same TuneForge classifier module. Tokenisation (one
 text at a time), batching and padding (its DataLoader, inputs in the order given), ``no_grad``, fp32 and the

@@ -13,10 +13,11 @@ is noisy); the check uses the median.
 
 FLOPs of one batch (useful work, real tokens only; padding counted in the separate "padded" figure):
 
-    sum over sequences s of  6 * N * T_s  +  12 * L * d * T_s**2
+    sum over sequences s of  6 * N * T_s  +  12 * L * d * T_s**2  +  6 * N_head
 
-N = non-embedding parameters (encoder layers + classifier: every weight that does a matmul per token; the
-embedding tables are lookups), T_s = real tokens of sequence s, L = layers, d = hidden size. 6N = 2N forward +
+N = encoder-layer parameters (every weight that does a matmul per token; the embedding tables are lookups),
+N_head = the pooler's and the classifier's parameters (they run once per sequence, on the pooled vector),
+T_s = real tokens of sequence s, L = layers, d = hidden size. 6N = 2N forward +
 4N backward (activation and weight gradients); 12*L*d*T**2 = QK^T and AV (2*T**2*d FLOPs each, forward) times 3
 for forward + backward. Softmax, layer norms, GELU, dropout, the optimizer and the embedding gradient are not
 counted: they take time but are not model FLOPs. MFU = model FLOP/s / peak FLOP/s.
@@ -106,10 +107,12 @@ def matmul_flops_per_second(dtype: Any, m: int, k: int, n: int, repeats: int) ->
     return 2 * m * k * n / best
 
 
-def batch_flops(lengths: list[int], width: int, n_params: int, layers: int, hidden: int) -> tuple[float, float]:
+def batch_flops(lengths: list[int], width: int, n_params: int, layers: int, hidden: int,
+                n_head: int = 0) -> tuple[float, float]:
     """(useful FLOPs over real tokens, FLOPs as if padding were real) of one training batch; see the docstring."""
-    real = sum(6 * n_params * t + 12 * layers * hidden * t * t for t in lengths)
-    padded = len(lengths) * (6 * n_params * width + 12 * layers * hidden * width * width)
+    head = 6 * n_head * len(lengths)
+    real = sum(6 * n_params * t + 12 * layers * hidden * t * t for t in lengths) + head
+    padded = len(lengths) * (6 * n_params * width + 12 * layers * hidden * width * width) + head
     return real, padded
 
 
@@ -160,7 +163,9 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     built = build_model(task, resolved, None, "full", 0, None, total_steps,
                         freeze_embeddings="frozen_emb" in flags)
     body = built.model.backbone
-    n_params = sum(p.numel() for name, p in built.model.named_parameters() if "embeddings" not in name)
+    sizes = {name: p.numel() for name, p in built.model.named_parameters() if "embeddings" not in name}
+    n_head = sum(k for name, k in sizes.items() if not name.startswith("backbone.encoder."))  # pooler, classifier
+    n_params = sum(sizes.values()) - n_head
     layers, hidden = body.config.num_hidden_layers, body.config.hidden_size
 
     seen: list[tuple[list[int], int]] = []  # (real lengths, padded width) of each training batch, in order
@@ -178,8 +183,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     w, s = args.warmup_steps, result.global_step
     window = seen[w:s]  # batch k is consumed by optimizer step k + 1, whose hook wrote marks[k]
     seconds = marks[s - 1] - marks[w - 1]
-    real = sum(batch_flops(lengths, width, n_params, layers, hidden)[0] for lengths, width in window)
-    padded = sum(batch_flops(lengths, width, n_params, layers, hidden)[1] for lengths, width in window)
+    flops = [batch_flops(lengths, width, n_params, layers, hidden, n_head) for lengths, width in window]
+    real, padded = sum(f[0] for f in flops), sum(f[1] for f in flops)
     tokens = sum(sum(lengths) for lengths, _ in window)
     mean_tokens = tokens / max(1, len(window))
     shaped = {name: matmul_flops_per_second(dt, int(mean_tokens), hidden, body.config.intermediate_size,
@@ -192,7 +197,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "peak_fp32_tflops": peaks["fp32"] / 1e12, "peak_bf16_tflops": peaks["bf16"] / 1e12,
             "ffn_shape_fp32_tflops": shaped["fp32"] / 1e12, "ffn_shape_bf16_tflops": shaped["bf16"] / 1e12,
             "mfu_own_peak": achieved / peaks[precision], "mfu_bf16_peak": achieved / peaks["bf16"],
-            "non_embedding_params": n_params, "layers": layers, "hidden": hidden}
+            "encoder_layer_params": n_params, "head_params": n_head, "layers": layers, "hidden": hidden}
 
 
 def main(argv: list[str] | None = None) -> int:

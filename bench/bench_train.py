@@ -7,16 +7,14 @@ the same warmup steps, weight decay on the same parameters, grad-norm clip, epoc
   tuneforge       TuneForge ``fit()`` with its defaults: length-grouped batches, dynamic padding, bf16 autocast
                   where the CPU has native bf16 (else fp32), tokenised once.
   tuneforge_fp32  the same in fp32: the check that bf16 autocast keeps the accuracy.
-  tuneforge_recipe  the same with the head of the shipped configs/classification/sst2.yaml (``head.pooling:
-                  pooler``, the checkpoint's pretrained pooler, i.e. HF's head): defaults are tuned for small sets,
-                  where mean pooling is steadier; on full SST-2 the pooler ends higher (README).
   hf_default      HF Trainer as the text-classification example (run_glue.py) runs it: padding to max_length 128,
                   random batches, fp32.
   hf_tuned        HF Trainer with dynamic padding (DataCollatorWithPadding), train_sampling_strategy=group_by_length,
                   bf16 where the CPU has it.
 
-Models differ where the tools differ: TuneForge mean-pools token states into a linear layer (BERT's pooler is
-dropped); HF uses ``AutoModelForSequenceClassification`` (BERT pooler on [CLS] + linear). Both start from the same
+Models differ where the tools differ: TuneForge's default head (``head.pooling: auto`` = ``mean_pooler``) puts the
+mean of the token states and BERT's pretrained pooler output side by side into one linear layer; HF uses
+``AutoModelForSequenceClassification`` (BERT pooler on [CLS] + linear). Both start from the same
 pretrained weights. Optimizers: TuneForge's AdamW as it builds it; HF's default optim for this torch version.
 
 Clock: training seconds exclude dev evaluation. Every ``--eval-every`` optimizer steps (and at the end) each side
@@ -66,7 +64,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-CONTENDERS = ("tuneforge", "tuneforge_fp32", "tuneforge_recipe", "hf_default", "hf_tuned")
+CONTENDERS = ("tuneforge", "tuneforge_fp32", "hf_default", "hf_tuned")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze-embeddings", action="store_true", help="TuneForge with freeze.embeddings=true")
     p.add_argument("--no-fast-dropout", action="store_true", help="TuneForge with train.fast_dropout=false")
     p.add_argument("--pooling", default="auto",
-                   help="TuneForge's head.pooling (auto = mean for this model; pooler = HF's head exactly)")
+                   help="TuneForge's head.pooling (auto = mean_pooler for this model; pooler = HF's head exactly)")
     p.add_argument("--from-results", metavar="JSON", nargs="+",
                    help="run nothing: recompute the table and checks from a results file this script wrote (its "
                         "setup is used), and write them back to it (or to --out). Several files (same setup but "
@@ -372,8 +370,7 @@ def run_side(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix=f"bench_train_{args.side}_") as tmp:
         if args.side.startswith("tuneforge"):
-            pooling = "pooler" if args.side == "tuneforge_recipe" else args.pooling
-            out = run_tuneforge(args, "fp32" if args.side == "tuneforge_fp32" else "auto", pooling, Path(tmp))
+            out = run_tuneforge(args, "fp32" if args.side == "tuneforge_fp32" else "auto", args.pooling, Path(tmp))
         else:
             out = run_hf(args, args.side == "hf_tuned", Path(tmp))
     emit({"side": args.side, **out})
@@ -476,8 +473,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
             lines.append(f"{r['side']} (repeat {r.get('repeat', 0)}): FAILED {r['error']}")
     pts = 0.3 / 100
 
-    def acc_close(other: str, mine: str = "tuneforge") -> tuple[bool | None, str]:
-        a, b = by.get(mine, {}).get("final_accuracy"), by.get(other, {}).get("final_accuracy")
+    def acc_close(other: str) -> tuple[bool | None, str]:
+        a, b = tf.get("final_accuracy"), by.get(other, {}).get("final_accuracy")
         if a is None or b is None:
             return None, "no final accuracy"
         if args.stop_at_target:
@@ -485,9 +482,9 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
         if by[other].get("censored"):
             return None, f"{other} stopped at its budget (accuracy then {b:.4f}); no final accuracy to compare"
         pairs = [(x.get("seed"), x.get("final_accuracy"), y.get("final_accuracy")) for x in results for y in results
-                 if x["side"] == mine and y["side"] == other and x.get("repeat") == y.get("repeat")]
+                 if x["side"] == "tuneforge" and y["side"] == other and x.get("repeat") == y.get("repeat")]
         per = "; ".join(f"seed {s_}: {p:.4f} vs {q:.4f}" for s_, p, q in pairs if p is not None and q is not None)
-        return a >= b - pts, (f"medians {mine} {a:.4f} vs {other} {b:.4f} ({100 * (a - b):+.2f} points)"
+        return a >= b - pts, (f"medians tuneforge {a:.4f} vs {other} {b:.4f} ({100 * (a - b):+.2f} points)"
                               + (f" [{per}]" if len(pairs) > 1 else ""))
 
     for other, need in (("hf_default", 2.5), ("hf_tuned", 1.2)):
@@ -504,10 +501,6 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], results: list[d
         lines.append(check(f"seconds to {args.target} vs {other} >= {need}x", verdict, detail))
         ok, detail = acc_close(other)
         lines.append(check(f"final accuracy at most 0.3 points below {other}", ok, detail))
-    if "tuneforge_recipe" in by:
-        ok, detail = acc_close("hf_tuned", "tuneforge_recipe")
-        lines.append(check("shipped SST-2 recipe (pooler head): final accuracy at most 0.3 points below hf_tuned",
-                           ok, detail))
     a, b = tf.get("final_accuracy"), by.get("tuneforge_fp32", {}).get("final_accuracy")
     lines.append(check("bf16 autocast keeps the accuracy (tuneforge at most 0.3 points below tuneforge_fp32)",
                        None if a is None or b is None else a >= b - pts,

@@ -9,9 +9,10 @@ What lands in OUT, for any task:
   ``tuneforge.json``                        task name and state (labels, pooling), method, parity figures
   ``README.md``                             the model card: data, metrics, config, and how to load it
 
-Why no ``AutoModelForSequenceClassification``: TuneForge pools token states itself (mean by default) and applies
-one linear layer. No HF class does exactly that — ``BertForSequenceClassification`` puts a dense+tanh pooler on
-``[CLS]``, Llama's ``score`` has no bias — so mapping to one would change the outputs. We export the exact
+Why no ``AutoModelForSequenceClassification``: TuneForge pools token states itself (by default the mean beside the
+pretrained pooler's output) and applies one linear layer. No HF class does exactly that —
+``BertForSequenceClassification`` uses the dense+tanh pooler on ``[CLS]`` alone, Llama's ``score`` has no bias — so
+mapping to one would change the outputs. We export the exact
 body + head instead, and the model card carries the five lines of torch that apply the head.
 """
 
