@@ -41,7 +41,11 @@ def test_train_report_predict(tiny_bert_dir, tmp_path):
     assert 0 <= report["metrics"]["test"]["macro_f1"] <= 1
     for name in ("config.yaml", "meta.json", "audit.json", "metrics.jsonl", "report.md", "best/model.safetensors"):
         assert (result.run_dir / name).exists(), name
-    preds = Predictor.from_run_dir(result.run_dir).predict(["great love film", "terrible bad movie"])
+    # head.pooling=auto settles when the head is built; the run records what was built, and the Predictor rebuilds it
+    assert json.loads((result.run_dir / "task.json").read_text())["state"]["pooling"] == "mean_pooler"
+    predictor = Predictor.from_run_dir(result.run_dir)
+    assert predictor.model.pooling == "mean_pooler"
+    preds = predictor.predict(["great love film", "terrible bad movie"])
     assert [p["label"] for p in preds] == ["positive", "negative"]
 
 

@@ -12,8 +12,8 @@ What lands in OUT, for any task:
 Why no ``AutoModelForSequenceClassification``: TuneForge pools token states itself (by default the mean beside the
 pretrained pooler's output) and applies one linear layer. No HF class does exactly that —
 ``BertForSequenceClassification`` uses the dense+tanh pooler on ``[CLS]`` alone, Llama's ``score`` has no bias — so
-mapping to one would change the outputs. We export the exact
-body + head instead, and the model card carries the five lines of torch that apply the head.
+mapping to one would change the outputs. We export the exact body + head instead, and the model card carries the
+few lines of torch that apply the head.
 """
 
 from __future__ import annotations

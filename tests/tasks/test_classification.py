@@ -141,6 +141,19 @@ def test_mean_pooler_pooling_concatenates_the_mean_and_the_pretrained_pooler(tin
     assert any(n.startswith("backbone.pooler.") for n, _ in model.named_parameters())
 
 
+def test_auto_pooling_follows_the_body(tiny_bert_dir, tiny_llama_dir):
+    """``auto``: mean_pooler on an encoder with a pooler, mean on one without, last on a decoder; explicit wins."""
+    from tuneforge.models import load_backbone
+    from tuneforge.tasks.classification.head import default_pooling
+
+    bert = load_backbone(str(tiny_bert_dir))
+    assert default_pooling("encoder", "auto", bert) == "mean_pooler"
+    bert.pooler = None
+    assert default_pooling("encoder", "auto", bert) == "mean"
+    assert default_pooling("decoder", "auto", load_backbone(str(tiny_llama_dir))) == "last"
+    assert default_pooling("encoder", "cls", load_backbone(str(tiny_bert_dir))) == "cls"
+
+
 def test_majority_and_unseen_label_handling():
     t = make()
     train = [{"text": "x", "labels": ["a"]}] * 2 + [{"text": "y", "labels": ["b"]}]

@@ -2,7 +2,8 @@
 
 Pooling ``pooler`` keeps the checkpoint's own pretrained pooler (BERT: dense + tanh on ``[CLS]``), exactly as
 ``AutoModelForSequenceClassification`` does. It stays inside the body (``backbone.pooler``), so freezing the body
-freezes it and exports of the body carry it."""
+freezes it and exports of the body carry it. ``mean_pooler`` (the ``auto`` choice for encoders that have a pooler)
+concatenates the mean of the token states and that pooler's output."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 
 
 def pool_states(module: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``module.pooling`` applied to (B, T, H) states, through ``module.backbone.pooler`` for ``pooler``."""
+    """``module.pooling`` applied to (B, T, H) states, through ``module.backbone.pooler`` for ``pooler`` and
+    ``mean_pooler`` ((B, 2H): the mean over real tokens, then the pooler's output)."""
     if module.pooling == "pooler":
         return module.backbone.pooler(hidden)  # BertPooler: tanh(dense(hidden[:, 0]))
     if module.pooling == "mean_pooler":
@@ -69,7 +71,7 @@ class SequenceClassifier(nn.Module):
 def default_pooling(model_kind: str, requested: str, backbone: nn.Module | None = None) -> str:
     """``auto``: ``last`` for decoders; for encoders ``mean_pooler`` when ``backbone`` has a pretrained pooler, else
     ``mean``. Mean pooling alone is steady on small sets but ends lower on large ones, the pooler alone the other way
-    round; the two concatenated kept both (README, "Pooling")."""
+    round; the two concatenated kept both (README, "Tasks and methods")."""
     if requested != "auto":
         return requested
     if model_kind == "decoder":
