@@ -219,7 +219,7 @@ def warmup_steps(args: argparse.Namespace, n_train: int) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------- TuneForge
-def run_tuneforge(args: argparse.Namespace, precision: str, pooling: str, workdir: Path) -> dict[str, Any]:
+def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from tuneforge.build import build_model
@@ -240,7 +240,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, pooling: str, workdi
                   "max_grad_norm": args.max_grad_norm, "precision": precision, "progress": False,
                   "num_threads": args.threads, "keep_checkpoints": 1, "log_every": 100,
                   "early_stopping": {"patience": None}, "fast_dropout": not args.no_fast_dropout},
-        "freeze": {"embeddings": args.freeze_embeddings}, "head": {"pooling": pooling},
+        "freeze": {"embeddings": args.freeze_embeddings}, "head": {"pooling": args.pooling},
         "eval": {"baselines": []}})
     resolved = resolve_model(cfg.model)
     task = make_task(cfg, resolved)
@@ -370,7 +370,7 @@ def run_side(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix=f"bench_train_{args.side}_") as tmp:
         if args.side.startswith("tuneforge"):
-            out = run_tuneforge(args, "fp32" if args.side == "tuneforge_fp32" else "auto", args.pooling, Path(tmp))
+            out = run_tuneforge(args, "fp32" if args.side == "tuneforge_fp32" else "auto", Path(tmp))
         else:
             out = run_hf(args, args.side == "hf_tuned", Path(tmp))
     emit({"side": args.side, **out})

@@ -93,4 +93,3 @@ def test_pooling_renumbers_repeats_and_refuses_mismatches(bench, tmp_path):
         bench.pool_results([first, saved(tmp_path / "c.json", [44], later[:2], seed=44, lr=5e-5)])
     with pytest.raises(SystemExit, match="seed 42"):
         bench.pool_results([first, saved(tmp_path / "d.json", [42], [run("tuneforge", 0, 1.0)])])
-
