@@ -22,8 +22,15 @@ T_s = real tokens of sequence s, L = layers, d = hidden size. 6N = 2N forward +
 for forward + backward. Softmax, layer norms, GELU, dropout, the optimizer and the embedding gradient are not
 counted: they take time but are not model FLOPs. MFU = model FLOP/s / peak FLOP/s.
 
-    python bench/bench_mfu.py                  # fp32 and bf16 at batch 32, bf16 at batch 128, bf16 at batch 32
-                                               # with freeze.embeddings=true; 150 steps each
+Which peak: the issue asks for MFU against the bf16 peak, written on a host where bf16 matmuls ran 2.4x fp32's
+speed. Some CPUs with AVX-512 BF16 run bf16 matmuls slower than fp32 (a 2-core Xeon: 0.58x), and there TuneForge's
+``precision: auto`` trains in fp32 (training/precision.py); against the bf16 peak any fp32 run would then score
+near 100%. So the acceptance check takes the run at TuneForge's default precision (``auto:32``) against the
+machine's best peak, max(fp32, bf16): the bf16 peak wherever bf16 is the faster path, the stricter figure
+elsewhere. The bf16-at-batch-32 figure against the bf16 peak is still reported.
+
+    python bench/bench_mfu.py                  # the default precision (auto), fp32 and bf16 at batch 32, bf16 at
+                                               # batch 128; 150 steps each
     python bench/bench_mfu.py --smoke          # a few steps
     python bench/bench_mfu.py --dataset imdb --runs bf16:32 --steps 40 --warmup-steps 5 --out bench/results/mfu_imdb.json
                                                # long reviews (256 tokens): how MFU grows when matmuls dominate
@@ -58,8 +65,8 @@ from common import (  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="+", default=["fp32:32", "bf16:32", "bf16:128", "bf16:32:frozen_emb"],
-                   help="precision:batch_size pairs (batch 32 = the training bench's hyper-parameters); a third "
+    p.add_argument("--runs", nargs="+", default=["auto:32", "fp32:32", "bf16:32", "bf16:128"],
+                   help="precision:batch_size pairs, precision auto | fp32 | bf16 (batch 32 = the training bench's hyper-parameters); a third "
                         "field frozen_emb adds freeze.embeddings=true (opt-in, see the README)")
     p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=20)
@@ -138,8 +145,10 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from tuneforge.models import load_tokenizer, resolve_model
     from tuneforge.runner import make_task
     from tuneforge.training.loop import fit
+    from tuneforge.training.precision import resolve_precision
 
-    precision, batch_size, *flags = args.side.split(":")
+    requested, batch_size, *flags = args.side.split(":")
+    precision = resolve_precision(requested)
     batch_size = int(batch_size)
     peaks = {name: matmul_flops_per_second(dt, args.peak_n, args.peak_n, args.peak_n, args.peak_repeats)
              for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
@@ -191,12 +200,14 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                             args.peak_repeats)
               for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     achieved = real / seconds
-    return {"precision": precision, "batch_size": batch_size, "steps_measured": len(window), "seconds": seconds,
+    best_peak = max(peaks.values())
+    return {"requested": requested, "precision": precision, "batch_size": batch_size, "steps_measured": len(window), "seconds": seconds,
             "real_tokens_per_second": tokens / seconds, "mean_batch_tokens": mean_tokens,
             "model_tflops": achieved / 1e12, "padded_tflops": padded / seconds / 1e12,
             "peak_fp32_tflops": peaks["fp32"] / 1e12, "peak_bf16_tflops": peaks["bf16"] / 1e12,
             "ffn_shape_fp32_tflops": shaped["fp32"] / 1e12, "ffn_shape_bf16_tflops": shaped["bf16"] / 1e12,
             "mfu_own_peak": achieved / peaks[precision], "mfu_bf16_peak": achieved / peaks["bf16"],
+            "best_peak_tflops": best_peak / 1e12, "mfu_best_peak": achieved / best_peak,
             "encoder_layer_params": n_params, "head_params": n_head, "layers": layers, "hidden": hidden}
 
 
@@ -218,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                              ("padded TFLOP/s", "padded_tflops", "{:.3f}"),
                              ("peak fp32", "peak_fp32_tflops", "{:.3f}"), ("peak bf16", "peak_bf16_tflops", "{:.3f}"),
                              ("FFN-shape bf16", "ffn_shape_bf16_tflops", "{:.3f}"),
-                             ("MFU own peak", "mfu_own_peak", "{:.1%}"), ("MFU bf16 peak", "mfu_bf16_peak", "{:.1%}")])]
+                             ("precision", "precision", "{}"),
+                             ("MFU own peak", "mfu_own_peak", "{:.1%}"), ("MFU bf16 peak", "mfu_bf16_peak", "{:.1%}"),
+                             ("MFU best peak", "mfu_best_peak", "{:.1%}")])]
     lines.extend(f"{r['side']}: FAILED {r['error']}" for r in results if "error" in r)
     per_run = {run: [r["mfu_bf16_peak"] for r in results if r.get("side") == run and "mfu_bf16_peak" in r]
                for run in args.runs}
@@ -228,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     mfu = statistics.median(runs32) if runs32 else None
     lines.append(check(f"steady-state bf16 training MFU >= 50% of the bf16 matmul peak (batch 32, median of "
                        f"{len(runs32)})", None if mfu is None else mfu >= 0.5, "-" if mfu is None else f"{mfu:.1%}"))
+    auto = [r for r in results if r.get("side") == "auto:32" and "mfu_best_peak" in r]
+    best = statistics.median(r["mfu_best_peak"] for r in auto) if auto else None
+    lines.append(check(f"steady-state training MFU at the default precision (auto = "
+                       f"{auto[0]['precision'] if auto else '-'}) >= 50% of the machine's best matmul peak, "
+                       f"max(fp32, bf16) (batch 32, median of {len(auto)})", None if best is None else best >= 0.5,
+                       "-" if best is None else f"{best:.1%}"))
     print(f"\nMiniLM full fine-tuning on {args.dataset} (max length {max_length(args)}), {args.steps} steps after "
           f"{args.warmup_steps} warm-up, {args.threads} "
           f"threads; peak = best {args.peak_n}^3 torch.mm in the same process. FLOPs = sum_s 6*N*T_s + "

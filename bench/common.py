@@ -103,13 +103,15 @@ def machine() -> dict[str, Any]:
     import torch
     import transformers
 
-    from tuneforge.training.precision import cpu_supports_bf16
+    from tuneforge.training.precision import cpu_bf16_speedup, cpu_supports_bf16, resolve_precision
 
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
                   if line.startswith("model name")), platform.processor())
     return {"cpu": model, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
-            "cpu_bf16": cpu_supports_bf16(), "load_average_1m": os.getloadavg()[0]}
+            "cpu_bf16": cpu_supports_bf16(),
+            "cpu_bf16_matmul_speedup": round(cpu_bf16_speedup(), 3) if cpu_supports_bf16() else None,
+            "auto_precision": resolve_precision("auto"), "load_average_1m": os.getloadavg()[0]}
 
 
 def _cpuinfo() -> str:

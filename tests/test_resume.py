@@ -80,3 +80,5 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_bert_dir, tmp_path, 
     import json
 
     assert json.loads(ra)["metrics"]["test"]["accuracy"] == json.loads(rb)["metrics"]["test"]["accuracy"]
+    _, last = final_weights(tmp_path / "broken")
+    assert json.loads((tmp_path / "broken" / "checkpoints" / last / "progress.json").read_text())["precision"] == "fp32"

@@ -21,7 +21,7 @@ from tuneforge.meta import build_meta
 from tuneforge.models import ResolvedModel, load_backbone, load_tokenizer, resolve_model
 from tuneforge.tasks.base import Task, TaskContext, build_task
 from tuneforge.training.loop import fit
-from tuneforge.training.precision import resolve_precision
+from tuneforge.training.precision import describe_auto, run_precision
 from tuneforge.training.steps import steps_per_epoch
 
 
@@ -97,10 +97,12 @@ def train(cfg: RunConfig) -> RunResult:
     from accelerate.utils import set_seed
 
     set_threads(cfg.train.num_threads)
-    precision = resolve_precision(cfg.train.precision)
+    run_dir = Path(cfg.output_dir)
+    precision = run_precision(cfg.train.precision, run_dir / "checkpoints" if cfg.train.resume else None)
     accelerator = new_accelerator(precision)
     main = accelerator.is_main_process
-    run_dir = Path(cfg.output_dir)
+    if main and cfg.train.precision == "auto":
+        print(f"precision: {precision} (auto: {describe_auto()})")
     if main:
         _prepare_run_dir(run_dir, cfg.train.resume)
 

@@ -28,7 +28,7 @@ from tuneforge.training.ema import WeightAverage
 from tuneforge.training.fast_dropout import use_fast_dropout
 from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.optim import build_optimizer, build_scheduler
-from tuneforge.training.precision import resolve_precision
+from tuneforge.training.precision import run_precision
 from tuneforge.training.steps import (
     Throughput,
     accumulation_windows,
@@ -70,7 +70,10 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     ``cfg.resume`` the newest one is loaded and training continues exactly where it stopped.
     """
     # ---- setup: precision, seed, data order, optimiser, schedule ----
-    precision = resolve_precision(cfg.precision)
+    if accelerator is not None:  # the caller chose the precision when it built the accelerator
+        precision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
+    else:
+        precision = run_precision(cfg.precision, run_dir / "checkpoints" if cfg.resume else None)
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(),
                                              mixed_precision="bf16" if precision == "bf16" else "no")
     main = accelerator.is_main_process
@@ -142,7 +145,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
             row = {"step": step, "epoch": round(epoch + batch_in_epoch / max(1, batches_per_epoch), 4),
                    "split": "validation", **{k: v for k, v in scores.items() if isinstance(v, (int, float))}}
             history.append(row)
-            progress = _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric)
+            progress = _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric,
+                                 precision)
             if main and improved:  # "best" holds the weights that were validated
                 ckpt.save_checkpoint(run_dir / "best", unwrapped, optimizer, scheduler, progress, keep=0, extra=ema)
         if main:
@@ -241,7 +245,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
             elif cfg.save_every and step % cfg.save_every == 0 and not due_eval and main:
                 ckpt.save_checkpoint(ckpt_root / f"step-{step}", accelerator.unwrap_model(model), optimizer,
                                      scheduler, _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals,
-                                                          history, metric), keep=cfg.keep_checkpoints, extra=ema)
+                                                          history, metric, precision), keep=cfg.keep_checkpoints, extra=ema)
             if step >= n_steps:
                 break
     bar.close()
@@ -260,17 +264,18 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
         ema.copy_to_model()
         if main:
             ckpt.save_checkpoint(run_dir / "best", unwrapped, optimizer, scheduler,
-                                 _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric),
-                                 keep=0, extra=ema)
+                                 _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric,
+                                           precision), keep=0, extra=ema)
     train_rows = [h for h in history if h.get("split") == "validation"]
     return FitResult(best, best_step, step, stopped_early, train_rows, elapsed,
                      samples_per_second=totals["samples"] / elapsed if elapsed else 0.0,
                      tokens_per_second=totals["tokens"] / elapsed if elapsed else 0.0)
 
 
-def _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric) -> dict[str, Any]:
+def _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric,
+              precision) -> dict[str, Any]:
     return {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best": best, "best_step": best_step,
-            "bad_evals": bad_evals, "history": history, "metric": metric}
+            "bad_evals": bad_evals, "history": history, "metric": metric, "precision": precision}
 
 
 def _window_of(batch_in_epoch: int, grad_accum: int) -> int:
