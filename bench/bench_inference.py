@@ -15,7 +15,10 @@ BertModel and replaces only ``_forward`` so that it calls the same TuneForge cla
 text at a time), batching and padding (its DataLoader, inputs in the order given), ``no_grad``, fp32 and the
 softmax/label postprocess are the pipeline's own. What is measured is therefore the inference path around an
 identical model: TuneForge sorts by length, batches, runs under ``inference_mode`` with bf16 autocast where the CPU
-has native bf16; the pipeline does what it does by default (batch_size=1) and with batch_size equal to ours.
+runs bf16 matmuls measurably faster than fp32 (training/precision.py); the pipeline does what it does by default
+(batch_size=1) and with batch_size equal to ours. ``tuneforge_onnx`` is the same Predictor with
+``backend="onnxruntime"``: the same batches through a parity-checked ONNX export of the same classifier, fp32
+(inference/onnx_backend.py; its load time includes the one-off export when the run has none yet).
 
 Each side runs in its own subprocess (its own peak RSS): load, one warm-up call on 64 texts, then ``--repeats``
 timed calls over all texts (texts in, labels out; median reported). Agreement = share of texts whose predicted
@@ -52,7 +55,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-SIDES = ("tuneforge", "tuneforge_fp32", "pipeline_b1", "pipeline_batched")
+SIDES = ("tuneforge", "tuneforge_fp32", "tuneforge_onnx", "pipeline_b1", "pipeline_batched")
 REFERENCE = "pipeline_b1"  # agreement is measured against the pipeline as users call it by default
 DATASETS = {
     # name: (texts file, text column, quick-train config)
@@ -126,16 +129,18 @@ def quick_run(args: argparse.Namespace, name: str) -> Path:
 
 
 # ---------------------------------------------------------------- the sides
-def run_tuneforge(args: argparse.Namespace, texts: list[str], precision: str) -> tuple[list[str], dict]:
+def run_tuneforge(args: argparse.Namespace, texts: list[str], precision: str,
+                  backend: str = "torch") -> tuple[list[str], dict]:
     from tuneforge.inference.predictor import Predictor
 
     t = time.perf_counter()
-    predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size, precision=precision)
+    predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size, precision=precision,
+                                       backend=backend)
     set_threads(args.threads)  # from_run_dir applies the run's thread setting; the bench decides here
     load = time.perf_counter() - t
     return time_calls(lambda xs: [p["label"] for p in predictor.predict(xs)], texts, args.repeats,
                       {"load_seconds": load, "precision": "bf16" if predictor.dtype is not None else "fp32",
-                       "batch_size": args.batch_size})
+                       "batch_size": args.batch_size, "backend": backend})
 
 
 def run_pipeline(args: argparse.Namespace, texts: list[str], batch_size: int) -> tuple[list[str], dict]:
@@ -188,7 +193,8 @@ def run_side(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     texts = texts_of(args.dataset, args.text_limit)
     if args.side.startswith("tuneforge"):
-        preds, out = run_tuneforge(args, texts, "fp32" if args.side == "tuneforge_fp32" else "auto")
+        preds, out = run_tuneforge(args, texts, "fp32" if args.side == "tuneforge_fp32" else "auto",
+                                   "onnxruntime" if args.side == "tuneforge_onnx" else "torch")
     else:
         preds, out = run_pipeline(args, texts, 1 if args.side == "pipeline_b1" else args.batch_size)
     Path(args.preds_out).write_text(json.dumps(preds))
@@ -241,14 +247,18 @@ def main(argv: list[str] | None = None) -> int:
                                      ("same as pipe_b1", "agreement_with_pipeline_b1", "{:.4%}"),
                                      ("TF speed-up", "tf_speedup", "{:.2f}x")]))
         by = {r["side"]: r for r in results}
-        tf = by.get("tuneforge", {})
-        for other in ("pipeline_b1", "pipeline_batched"):
-            sp = by.get(other, {}).get("tf_speedup")
-            lines.append(check(f"{name}: sentences/s vs {other} >= 3x", None if sp is None else sp >= 3,
-                               "-" if sp is None else f"{sp:.2f}x"))
-        agree = tf.get("agreement_with_pipeline_b1")
-        lines.append(check(f"{name}: identical predictions >= 99.9%", None if agree is None else agree >= 0.999,
-                           "-" if agree is None else f"{agree:.4%} ({round((1 - agree) * n)} of {n} differ)"))
+        for mine, label in (("tuneforge", ""), ("tuneforge_onnx", " (backend onnxruntime)")):
+            if mine not in by:
+                continue
+            tf = by[mine]
+            for other in ("pipeline_b1", "pipeline_batched"):
+                sp = ratio(tf.get("sentences_per_second"), by.get(other, {}).get("sentences_per_second"))
+                lines.append(check(f"{name}{label}: sentences/s vs {other} >= 3x", None if sp is None else sp >= 3,
+                                   "-" if sp is None else f"{sp:.2f}x"))
+            agree = tf.get("agreement_with_pipeline_b1")
+            lines.append(check(f"{name}{label}: identical predictions >= 99.9%",
+                               None if agree is None else agree >= 0.999,
+                               "-" if agree is None else f"{agree:.4%} ({round((1 - agree) * n)} of {n} differ)"))
         lines.extend(f"{r['side']}: FAILED {r['error']}" for r in results if "error" in r)
         all_results[name] = {"run_dir": str(run_dir), "results": results}
     print("\nInference, texts in -> labels out. The pipeline runs the same TuneForge classifier module through "

@@ -29,7 +29,7 @@ def predict_features(model: nn.Module, task: Task, features: Sequence[Feature], 
     """Predictions for ``features`` in their original order. Batches are sorted by length to cut padding."""
     if not features:
         return []
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # a parameterless stand-in (ONNX backend): CPU
     was_training = model.training
     model.eval()
     out: list[Any] = [None] * len(features)

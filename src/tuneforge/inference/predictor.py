@@ -18,6 +18,13 @@ from tuneforge.training.checkpoint import list_checkpoints, load_weights
 from tuneforge.training.precision import resolve_precision
 
 
+def export_sample(task: Any) -> list[dict[str, Any]]:
+    """A few encoded inputs of different lengths (pairs where the task has them) to trace an export with."""
+    texts = ["fine", "the card I ordered last week has still not arrived", "why was I charged twice for this?"]
+    pair = getattr(task, "pair_col", None)
+    return [task.encode({"text": t, **({"text_pair": texts[-1 - i]} if pair else {})}) for i, t in enumerate(texts)]
+
+
 class Predictor:
     """Predictions from a finished (or interrupted) run.
 
@@ -30,7 +37,14 @@ class Predictor:
         self.batch_size, self.dtype = batch_size, dtype
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path, batch_size: int | None = None, precision: str = "auto") -> Predictor:
+    def from_run_dir(cls, run_dir: str | Path, batch_size: int | None = None, precision: str = "auto",
+                     backend: str = "torch") -> Predictor:
+        """Load ``run_dir``'s best weights (else its newest checkpoint). ``backend="onnxruntime"`` runs
+        sequence classification through an ONNX export of the same model (inference/onnx_backend.py), in fp32."""
+        from tuneforge.inference.onnx_backend import BACKENDS, OnnxBackendError
+
+        if backend not in BACKENDS:
+            raise OnnxBackendError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{run_dir} is not a TuneForge run directory (no config.yaml)")
@@ -50,6 +64,12 @@ class Predictor:
                 raise FileNotFoundError(f"{run_dir} has no best/ weights and no checkpoints")
             weights = found[-1]
         load_weights(built.model, weights)
+        if backend == "onnxruntime":
+            from tuneforge.inference.onnx_backend import onnx_classifier
+
+            model = onnx_classifier(run_dir, weights / "model.safetensors", built.model.float(), task,
+                                    export_sample(task))
+            return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
         dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else None
         return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, dtype)
 

@@ -50,7 +50,7 @@ def _labels(predictor: Predictor) -> dict[str, Any]:
     return {"labels": list(labels)} if labels else {}
 
 
-def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch") -> None:
     import uvicorn
 
-    uvicorn.run(create_app(Predictor.from_run_dir(run_dir)), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(Predictor.from_run_dir(run_dir, backend=backend)), host=host, port=port, log_level="info")

@@ -1,0 +1,114 @@
+"""backend=onnxruntime: the run's classifier exported once, parity-checked, reused, and giving torch's predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_smoke_pipeline import write_toy_csv
+from tuneforge.config import config_from_dict
+from tuneforge.inference.onnx_backend import FOLDER, META_FILE, MODEL_FILE, OnnxBackendError, OnnxClassifier
+from tuneforge.inference.predictor import Predictor
+from tuneforge.runner import train
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+TEXTS = ["great love film", "terrible bad movie", "the film it", "love", "bad the movie it great hate", "film"]
+
+
+def write_pairs_csv(path: Path, n: int = 120) -> None:
+    rng = random.Random(1)
+    words = ["good", "bad", "film", "movie", "love", "hate"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["premise", "hypothesis", "label"])
+        for i in range(n):
+            a = rng.sample(words, 2)
+            b = a if i % 2 else rng.sample(words, 2)
+            w.writerow([" ".join(a), " ".join(b), "same" if a == b else "other"])
+
+
+def train_run(tiny_bert_dir: Path, tmp_path: Path, kind: str) -> Path:
+    data = tmp_path / f"{kind}.csv"
+    extra: dict = {}
+    if kind == "pairs":
+        write_pairs_csv(data)
+        extra = {"text_column": "premise", "text_pair_column": "hypothesis"}
+    else:
+        write_toy_csv(data)
+    cfg = config_from_dict({
+        "model": str(tiny_bert_dir), "output_dir": str(tmp_path / kind), "seed": 3,
+        "data": {"train": str(data), "split": {"validation": 0.2, "test": 0.2}, **extra},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "progress": False, "precision": "fp32"},
+        "eval": {"baselines": []},
+        **({"peft": {"method": "lora", "r": 4}} if kind == "lora" else {}),
+    })
+    return train(cfg).run_dir
+
+
+@pytest.mark.parametrize("kind", ["single", "pairs", "lora"])
+def test_onnx_predictions_equal_torch(tiny_bert_dir, tmp_path, kind):
+    run = train_run(tiny_bert_dir, tmp_path, kind)
+    items = ([{"premise": t, "hypothesis": TEXTS[-1 - i]} for i, t in enumerate(TEXTS)] if kind == "pairs"
+             else TEXTS)
+    torch_preds = Predictor.from_run_dir(run, precision="fp32").predict(items)
+    onnx_pred = Predictor.from_run_dir(run, backend="onnxruntime")
+    assert isinstance(onnx_pred.model, OnnxClassifier)
+    onnx_preds = onnx_pred.predict(items)
+    assert [p["label"] for p in onnx_preds] == [p["label"] for p in torch_preds]
+    for a, b in zip(torch_preds, onnx_preds):
+        assert b["score"] == pytest.approx(a["score"], abs=1e-4)
+    meta = json.loads((run / FOLDER / META_FILE).read_text())
+    assert meta["parity_max_abs"] <= 1e-3
+    assert set(meta["inputs"]) >= {"input_ids", "attention_mask"}
+    if kind == "pairs":
+        assert "token_type_ids" in meta["inputs"]
+    # reused while the weights are unchanged: no second export
+    stamp = (run / FOLDER / MODEL_FILE).stat().st_mtime_ns
+    Predictor.from_run_dir(run, backend="onnxruntime")
+    assert (run / FOLDER / MODEL_FILE).stat().st_mtime_ns == stamp
+    assert not [p for p in (run / FOLDER).iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_stale_export_is_redone_when_the_weights_change(tiny_bert_dir, tmp_path):
+    run = train_run(tiny_bert_dir, tmp_path, "single")
+    Predictor.from_run_dir(run, backend="onnxruntime")
+    meta_path = run / FOLDER / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["mtime_ns"] -= 1  # as if exported from older weights
+    meta_path.write_text(json.dumps(meta))
+    Predictor.from_run_dir(run, backend="onnxruntime")
+    assert json.loads(meta_path.read_text())["mtime_ns"] == meta["mtime_ns"] + 1
+
+
+def test_unsupported_backend_and_task_are_refused(tiny_bert_dir, tmp_path):
+    run = train_run(tiny_bert_dir, tmp_path, "single")
+    with pytest.raises(OnnxBackendError, match="choose one of"):
+        Predictor.from_run_dir(run, backend="tensorrt")
+    from tuneforge.inference import onnx_backend
+
+    class NotClassification:
+        name = "ner"
+
+    with pytest.raises(OnnxBackendError, match="sequence classification"):
+        onnx_backend.onnx_classifier(run, run / "best" / "model.safetensors", None, NotClassification(), [])
+
+
+def test_cli_predict_with_the_onnx_backend(tiny_bert_dir, tmp_path):
+    run = train_run(tiny_bert_dir, tmp_path, "single")
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "tuneforge", "predict", str(run), "--input", str(inputs),
+                           "--output", str(out), "--backend", "onnxruntime"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = Predictor.from_run_dir(run, precision="fp32").predict(TEXTS)
+    assert [r["label"] for r in rows] == [e["label"] for e in expected]
