@@ -6,8 +6,9 @@ The run's exact classifier (body + TuneForge's pooling head, any merged-in or li
 dimensions dynamic, and checked against the torch model on a sample batch before it is kept. Later loads reuse the
 file while the weights it was exported from are unchanged (size and mtime of the weights file, recorded beside it).
 ONNX Runtime then runs the same length-sorted batches as the torch path (evaluate.predict_features), in fp32, with
-the same thread count. Its fused CPU kernels (MLAS GEMMs, fused element-wise ops) cut per-op overhead; outputs
-match torch's to ~1e-5 (tests/test_onnx_backend.py) so labels are the same.
+the same thread count. Outputs match torch's to ~1e-5 (tests/test_onnx_backend.py), so labels are the same.
+Speed on 2 Xeon cores: no gain over the torch path (368 vs 403 sentences/s on SST-2 test, 601 vs 608 on 10k
+BANKING77 texts; bench/bench_inference.py), so this is for deployment without torch, not for speed.
 
 Sequence-level classification (single-label, multi-label, pairs) only: other tasks keep the torch backend. Needs the
 ``onnx`` extra (``pip install tuneforge[onnx]``: onnxruntime, onnx, onnxscript).
