@@ -66,8 +66,9 @@ from common import (  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", default=["auto:32", "fp32:32", "bf16:32", "bf16:128"],
-                   help="precision:batch_size pairs, precision auto | fp32 | bf16 (batch 32 = the training bench's hyper-parameters); a third "
-                        "field frozen_emb adds freeze.embeddings=true (opt-in, see the README)")
+                   help="precision:batch_size pairs, precision auto | fp32 | bf16 (batch 32 = the training "
+                        "bench's hyper-parameters); a third field frozen_emb adds freeze.embeddings=true (opt-in, "
+                        "see the README)")
     p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--train-limit", type=int, default=None,
@@ -201,7 +202,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
               for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     achieved = real / seconds
     best_peak = max(peaks.values())
-    return {"requested": requested, "precision": precision, "batch_size": batch_size, "steps_measured": len(window), "seconds": seconds,
+    return {"requested": requested, "precision": precision, "batch_size": batch_size,
+            "steps_measured": len(window), "seconds": seconds,
             "real_tokens_per_second": tokens / seconds, "mean_batch_tokens": mean_tokens,
             "model_tflops": achieved / 1e12, "padded_tflops": padded / seconds / 1e12,
             "peak_fp32_tflops": peaks["fp32"] / 1e12, "peak_bf16_tflops": peaks["bf16"] / 1e12,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from tuneforge.evaluation.evaluate import model_inputs
+from tuneforge.io_utils import atomic_write_json
 
 BACKENDS = ("torch", "onnxruntime")
 FOLDER = "onnx"
@@ -66,9 +67,9 @@ def weights_fingerprint(weights_file: Path) -> dict[str, Any]:
 
 
 def export_classifier(model: nn.Module, task: Any, sample: list[dict[str, Any]], folder: Path,
-                      fingerprint: dict[str, Any]) -> Path:
+                      fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Export ``model`` (eval mode, fp32) to ``folder/model.onnx`` atomically; ``sample`` features make the trace
-    and parity batch. Returns the model file."""
+    and parity batch. Returns the metadata written beside it (``export.json``)."""
     ort = require_onnxruntime()
     model = model.eval()
     batch = task.collate(sample)
@@ -98,10 +99,8 @@ def export_classifier(model: nn.Module, task: Any, sample: list[dict[str, Any]],
         os.replace(tmp, folder / MODEL_FILE)
     finally:
         tmp.unlink(missing_ok=True)
-    from tuneforge.io_utils import atomic_write_json
-
     atomic_write_json(folder / META_FILE, meta)
-    return folder / MODEL_FILE
+    return meta
 
 
 def _session(ort: Any, path: Path, threads: int) -> Any:
@@ -139,15 +138,13 @@ def onnx_classifier(run_dir: Path, weights_file: Path, model: nn.Module, task: A
     if type(task) is not ClassificationTask:
         raise OnnxBackendError(f"backend onnxruntime serves sequence classification runs; {run_dir} is a "
                                f"{getattr(task, 'name', type(task).__name__)} run: use the torch backend")
-    require_onnxruntime()
     folder = run_dir / FOLDER
     fingerprint = weights_fingerprint(weights_file)
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if not (folder / MODEL_FILE).is_file() or any(meta.get(k) != v for k, v in fingerprint.items()):
         try:
-            export_classifier(model, task, sample, folder, fingerprint)
+            meta = export_classifier(model, task, sample, folder, fingerprint)
         except OSError as e:
             raise OnnxBackendError(f"cannot write the ONNX export under {folder}: {e}") from e
-        meta = json.loads(meta_path.read_text())
     return OnnxClassifier(folder / MODEL_FILE, list(meta["inputs"]))

@@ -88,4 +88,9 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     state = torch.load(folder / "trainer_state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return json.loads((folder / "progress.json").read_text()), state["rng"]
+    return read_progress(folder), state["rng"]
+
+
+def read_progress(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``progress.json``: step, data position, best metric, history, precision."""
+    return json.loads((folder / "progress.json").read_text())

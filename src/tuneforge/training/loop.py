@@ -243,9 +243,10 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
                 stopped_early = True
                 break
             elif cfg.save_every and step % cfg.save_every == 0 and not due_eval and main:
+                progress = _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric,
+                                     precision)
                 ckpt.save_checkpoint(ckpt_root / f"step-{step}", accelerator.unwrap_model(model), optimizer,
-                                     scheduler, _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals,
-                                                          history, metric, precision), keep=cfg.keep_checkpoints, extra=ema)
+                                     scheduler, progress, keep=cfg.keep_checkpoints, extra=ema)
             if step >= n_steps:
                 break
     bar.close()

@@ -9,7 +9,6 @@ times one bf16 and one fp32 matmul (~50 ms, once per process) and takes bf16 onl
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from pathlib import Path
@@ -52,6 +51,10 @@ def cpu_bf16_speedup() -> float:
     return matmul_seconds(torch.float32, *_PROBE) / matmul_seconds(torch.bfloat16, *_PROBE)
 
 
+def _multi_process() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def cpu_bf16_is_faster() -> bool:
     """True when the CPU has native bf16 and a bf16 matmul measures at least ``BF16_MIN_SPEEDUP`` x fp32's speed.
 
@@ -60,9 +63,7 @@ def cpu_bf16_is_faster() -> bool:
     """
     if not cpu_supports_bf16():
         return False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return True
-    return cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+    return _multi_process() or cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
 
 
 def resolve_precision(requested: str) -> str:
@@ -80,20 +81,20 @@ def describe_auto() -> str:
         return f"GPU bf16 support: {torch.cuda.is_bf16_supported()}"
     if not cpu_supports_bf16():
         return "CPU has no native bf16 (AVX-512 BF16 / AMX)"
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if _multi_process():
         return "CPU has native bf16 (multi-process run: flags decide)"
-    return (f"CPU bf16 matmul {cpu_bf16_speedup():.2f}x fp32's speed (bf16 needs >= {BF16_MIN_SPEEDUP}x)")
+    return f"CPU bf16 matmul {cpu_bf16_speedup():.2f}x fp32's speed (bf16 needs >= {BF16_MIN_SPEEDUP}x)"
 
 
 def run_precision(requested: str, checkpoints: Path | None = None) -> str:
     """The precision of a training run: ``resolve_precision``, except that a run resumed with ``auto`` keeps the
     precision its newest checkpoint recorded, so exact resume does not depend on a fresh timing."""
     if requested == "auto" and checkpoints is not None:
-        from tuneforge.training.checkpoint import list_checkpoints
+        from tuneforge.training.checkpoint import list_checkpoints, read_progress
 
         found = list_checkpoints(checkpoints)
         if found:
-            recorded = json.loads((found[-1] / "progress.json").read_text()).get("precision")
+            recorded = read_progress(found[-1]).get("precision")
             if recorded in ("bf16", "fp32"):
                 return recorded
     return resolve_precision(requested)
