@@ -2,62 +2,23 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.test_smoke_pipeline import write_toy_csv
-from tuneforge.config import config_from_dict
+from tests.classifier_runs import TEXTS, pair_items, train_run
 from tuneforge.inference.onnx_backend import FOLDER, META_FILE, MODEL_FILE, OnnxBackendError, OnnxClassifier
 from tuneforge.inference.predictor import Predictor
-from tuneforge.runner import train
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-TEXTS = ["great love film", "terrible bad movie", "the film it", "love", "bad the movie it great hate", "film"]
-
-
-def write_pairs_csv(path: Path, n: int = 120) -> None:
-    rng = random.Random(1)
-    words = ["good", "bad", "film", "movie", "love", "hate"]
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["premise", "hypothesis", "label"])
-        for i in range(n):
-            a = rng.sample(words, 2)
-            b = a if i % 2 else rng.sample(words, 2)
-            w.writerow([" ".join(a), " ".join(b), "same" if a == b else "other"])
-
-
-def train_run(tiny_bert_dir: Path, tmp_path: Path, kind: str) -> Path:
-    data = tmp_path / f"{kind}.csv"
-    extra: dict = {}
-    if kind == "pairs":
-        write_pairs_csv(data)
-        extra = {"text_column": "premise", "text_pair_column": "hypothesis"}
-    else:
-        write_toy_csv(data)
-    cfg = config_from_dict({
-        "model": str(tiny_bert_dir), "output_dir": str(tmp_path / kind), "seed": 3,
-        "data": {"train": str(data), "split": {"validation": 0.2, "test": 0.2}, **extra},
-        "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "progress": False, "precision": "fp32"},
-        "eval": {"baselines": []},
-        **({"peft": {"method": "lora", "r": 4}} if kind == "lora" else {}),
-    })
-    return train(cfg).run_dir
-
-
 @pytest.mark.parametrize("kind", ["single", "pairs", "lora"])
 def test_onnx_predictions_equal_torch(tiny_bert_dir, tmp_path, kind):
     run = train_run(tiny_bert_dir, tmp_path, kind)
-    items = ([{"premise": t, "hypothesis": TEXTS[-1 - i]} for i, t in enumerate(TEXTS)] if kind == "pairs"
-             else TEXTS)
+    items = pair_items() if kind == "pairs" else TEXTS
     torch_preds = Predictor.from_run_dir(run, precision="fp32").predict(items)
     onnx_pred = Predictor.from_run_dir(run, backend="onnxruntime")
     assert isinstance(onnx_pred.model, OnnxClassifier)

@@ -9,14 +9,15 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="onnxruntime: sequence classification through a parity-checked ONNX export (the onnx extra)")
+    from tuneforge.cli import add_inference_args
+
+    add_inference_args(p)
 
 
 def _run(args: argparse.Namespace) -> int:
     from tuneforge.inference.server import serve
 
-    serve(args.run_dir, args.host, args.port, args.backend)
+    serve(args.run_dir, args.host, args.port, args.backend, args.precision)
     return 0
 
 

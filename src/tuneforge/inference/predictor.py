@@ -17,6 +17,8 @@ from tuneforge.runner import make_task, set_threads, task_state
 from tuneforge.training.checkpoint import list_checkpoints, load_weights
 from tuneforge.training.precision import resolve_precision
 
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
 
 def export_sample(task: Any) -> list[dict[str, Any]]:
     """A few encoded inputs of different lengths (pairs where the task has them) to trace an export with."""
@@ -40,11 +42,17 @@ class Predictor:
     def from_run_dir(cls, run_dir: str | Path, batch_size: int | None = None, precision: str = "auto",
                      backend: str = "torch") -> Predictor:
         """Load ``run_dir``'s best weights (else its newest checkpoint). ``backend="onnxruntime"`` runs
-        sequence classification through an ONNX export of the same model (inference/onnx_backend.py), in fp32."""
+        sequence classification through an ONNX export of the same model (inference/onnx_backend.py), in fp32.
+        ``precision``: ``auto`` (bf16 where the CPU/GPU runs it measurably faster, else fp32), ``fp32``, ``bf16``,
+        or ``int8`` (sequence classification on CPU: int8 body, near ties redone in fp32; inference/int8.py)."""
         from tuneforge.inference.onnx_backend import BACKENDS, OnnxBackendError
 
         if backend not in BACKENDS:
             raise OnnxBackendError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if precision == "int8" and backend != "torch":
+            raise OnnxBackendError("precision int8 runs on the torch backend; the onnxruntime backend is fp32")
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{run_dir} is not a TuneForge run directory (no config.yaml)")
@@ -69,6 +77,14 @@ class Predictor:
 
             model = onnx_classifier(run_dir, weights / "model.safetensors", built.model.float(), task,
                                     export_sample(task))
+            return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
+        if precision == "int8":
+            from tuneforge.inference.int8 import int8_classifier
+            from tuneforge.peft_methods import PEFT_METHODS
+
+            method = cfg.peft.method
+            mergeable = method is not None and PEFT_METHODS.get(method).mergeable
+            model = int8_classifier(built.model, task, method, mergeable)
             return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
         dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else None
         return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, dtype)

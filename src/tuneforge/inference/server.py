@@ -50,7 +50,9 @@ def _labels(predictor: Predictor) -> dict[str, Any]:
     return {"labels": list(labels)} if labels else {}
 
 
-def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch") -> None:
+def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch",
+          precision: str = "auto") -> None:
     import uvicorn
 
-    uvicorn.run(create_app(Predictor.from_run_dir(run_dir, backend=backend)), host=host, port=port, log_level="info")
+    predictor = Predictor.from_run_dir(run_dir, precision=precision, backend=backend)
+    uvicorn.run(create_app(predictor), host=host, port=port, log_level="info")

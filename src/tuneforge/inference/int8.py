@@ -1,0 +1,208 @@
+"""int8 CPU inference for sequence classifiers: ``Predictor.from_run_dir(run, precision="int8")``,
+``tuneforge predict|serve RUN --precision int8``.
+
+What it does. Every ``nn.Linear`` of the body (not the pooler, not the task head) becomes an ``Int8Linear``:
+weights are quantised once, symmetric per output channel; activations are quantised per token (per row) at run time,
+symmetric, from the row's own max; the int8 x int8 product runs in ``torch._int_mm`` (int32 accumulation; VNNI on x86)
+and is scaled back to fp32 with the bias. An attention block's query/key/value projections read the same input, so
+they are fused into one product (the input is quantised once). The quantise and dequantise steps are fused
+element-wise kernels from ``torch.compile`` (built on first use, cached by Inductor on disk; eager ops when no C++
+compiler is there or ``TUNEFORGE_INT8_COMPILE=0``). Attention, GELU, LayerNorm, pooling and the head stay fp32.
+
+Why per token: BERT activations have outlier tokens and channels; one scale per batch (``torch.ao``'s dynamic
+quantisation) moved MiniLM SST-2 logits by up to 1.7 and flipped 33-42 of 872 labels. Per-token scales move them by
+at most ~0.3 (measured on the bench runs; weights alone ~0.17).
+
+Labels stay those of the fp32 model: a row whose int8 decision is within ``NEAR_TIE_MARGIN`` logits of changing
+(top-2 gap, or a multi-label logit near 0) is recomputed by the fp32 model at the end (evaluate.recheck_near_ties), which is kept
+beside the int8 copy and shares its embeddings and other unquantised parameters. The margin is ~3x the largest
+logit error measured; rows outside it cannot flip unless an error is that large.
+
+Speed on 2 Xeon cores (AVX-512 VNNI, no AMX), MiniLM: see bench/bench_inference.py and the README. Sequence-level
+classification only (single-label, multi-label, pairs); adapter runs are merged first when the method can be merged.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+NEAR_TIE_MARGIN = 0.75  # logits; int8 decisions closer than this are redone in fp32 (largest error measured: 0.51)
+_QKV_NAMES = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
+
+
+class Int8Error(ValueError):
+    """int8 inference cannot serve this run (unsupported task or adapter)."""
+
+
+def _int8_linear(x: torch.Tensor, weight: torch.Tensor, col_scale: torch.Tensor, bias: torch.Tensor | None,
+                 gelu: bool) -> torch.Tensor:
+    """(M, K) fp32 x (K, N) int8 weights → (M, N) fp32. Per-row symmetric int8 activations (max |x| of the row →
+    127), int32 products, then the row's and the column's scales, the bias and (``gelu``) the exact GELU."""
+    row_scale = torch.maximum(x.amax(1, keepdim=True), x.amin(1, keepdim=True).neg()).clamp_min(1e-12) / 127
+    acc = torch._int_mm(torch.round(x / row_scale).to(torch.int8), weight)
+    out = acc * col_scale
+    out = torch.addcmul(bias, out, row_scale) if bias is not None else out * row_scale
+    return nn.functional.gelu(out) if gelu else out
+
+
+class _Compiled:
+    """``fn`` compiled by ``torch.compile`` (dynamic shapes; one fused kernel around the int8 product) on first use;
+    ``fn`` itself when compiling fails or ``TUNEFORGE_INT8_COMPILE=0``."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+        self.compiled: Callable[..., Any] | None = None
+        if os.environ.get("TUNEFORGE_INT8_COMPILE", "1") != "0":
+            self.compiled = torch.compile(fn, dynamic=True)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as e:  # no C++ compiler, unsupported platform, ...: the same maths in eager ops
+                warnings.warn(f"int8: torch.compile of {self.fn.__name__} failed ({type(e).__name__}: {e}); "
+                              f"using eager kernels (slower)", stacklevel=2)
+                self.compiled = None
+        return self.fn(*args)
+
+
+INT8_LINEAR = _Compiled(_int8_linear)
+
+
+class Int8Linear(nn.Module):
+    """``nn.Linear`` (or several stacked along the output: fused q/k/v) with int8 weights (symmetric, per output
+    channel) and per-token int8 activations, optionally followed by GELU. Input and output are fp32."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        super().__init__()
+        weight = torch.cat([lin.weight.detach().float() for lin in linears])  # (N, K)
+        scale = weight.abs().amax(1).clamp_min(1e-12) / 127
+        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8).t().contiguous())
+        self.register_buffer("weight_scale", scale)
+        biases = [lin.bias for lin in linears]
+        bias = None if any(b is None for b in biases) else torch.cat([b.detach().float() for b in biases])
+        self.register_buffer("bias", bias)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.gelu = False  # set by quantize_body when the next step is an exact GELU (BERT's intermediate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = INT8_LINEAR(x.reshape(-1, self.in_features).float(), self.weight_int8, self.weight_scale, self.bias,
+                          self.gelu)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+                + (", gelu" if self.gelu else ""))
+
+
+class _FusedPart(nn.Module):
+    """One of an attention block's q/k/v projections, served from the fused ``Int8Linear``: the first of the three
+    calls on an input computes all of them, the others slice that result (per thread, so concurrent requests in
+    the server do not mix)."""
+
+    def __init__(self, fused: Int8Linear, index: int, width: int, parts: int):
+        super().__init__()
+        self._fused = (fused,)  # a tuple, not a submodule: the three parts share one
+        self.index, self.width, self.parts = index, width, parts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = self._fused[0]
+        local = fused.__dict__.setdefault("_local", threading.local())
+        if self.index == 0 or getattr(local, "x", None) is not x:
+            local.x, local.y = x, fused(x)
+        y = local.y
+        if self.index == self.parts - 1:
+            local.x = local.y = None
+        return y[..., self.index * self.width:(self.index + 1) * self.width]
+
+
+def _fuse_qkv(module: nn.Module) -> bool:
+    for names in _QKV_NAMES:
+        lins = [getattr(module, n, None) for n in names]
+        if all(type(lin) is nn.Linear for lin in lins) and len({lin.in_features for lin in lins}) == 1 \
+                and len({lin.bias is None for lin in lins}) == 1:
+            fused = Int8Linear(lins)
+            for i, (name, lin) in enumerate(zip(names, lins)):
+                if lin.out_features != lins[0].out_features:
+                    return False
+                setattr(module, name, _FusedPart(fused, i, lin.out_features, len(names)))
+            return True
+    return False
+
+
+def quantize_body(body: nn.Module, skip: tuple[str, ...] = ("pooler",)) -> int:
+    """Replace ``body``'s ``nn.Linear`` layers (not under a name in ``skip``) in place; returns how many."""
+    count = 0
+    for name, module in list(body.named_modules()):
+        if any(s in name.split(".") for s in skip):
+            continue
+        if _fuse_qkv(module):
+            count += 3
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Linear and child_name not in skip:
+                setattr(module, child_name, Int8Linear([child]))
+                count += 1
+        _fuse_gelu(module)
+    return count
+
+
+def _fuse_gelu(module: nn.Module) -> None:
+    """BERT-style ``intermediate`` blocks (``dense`` then ``intermediate_act_fn``): GELU inside the int8 kernel."""
+    dense, act = getattr(module, "dense", None), getattr(module, "intermediate_act_fn", None)
+    exact_gelu = (isinstance(act, nn.GELU) and act.approximate == "none") or \
+        getattr(act, "act", None) is nn.functional.gelu  # transformers' GELUActivation
+    if isinstance(dense, Int8Linear) and exact_gelu:
+        dense.gelu = True
+        module.intermediate_act_fn = nn.Identity()
+
+
+class Int8Classifier(nn.Module):
+    """An int8 copy of a sequence classifier for prediction, with the fp32 original kept as ``exact`` for the
+    near-tie rechecks (``evaluate.predict_features`` reads ``exact`` and ``near_tie_margin``)."""
+
+    near_tie_margin = NEAR_TIE_MARGIN
+
+    def __init__(self, exact: nn.Module, quantized: nn.Module, n_quantized: int):
+        super().__init__()
+        self.exact, self.quantized, self.n_quantized = exact, quantized, n_quantized
+
+    def forward(self, **inputs: torch.Tensor) -> Any:
+        return self.quantized(**inputs)
+
+
+def int8_classifier(model: nn.Module, task: Any, peft_method: str | None = None,
+                    mergeable: bool = False) -> Int8Classifier:
+    """``model`` (a TuneForge sequence classifier, fp32, eval) wrapped for int8 prediction."""
+    from tuneforge.peft_methods import find_peft_model
+    from tuneforge.tasks.classification.task import ClassificationTask
+
+    if type(task) is not ClassificationTask:
+        raise Int8Error(f"precision int8 serves sequence classification; this is a "
+                        f"{getattr(task, 'name', type(task).__name__)} run: use fp32 or bf16")
+    if not hasattr(torch, "_int_mm"):
+        raise Int8Error(f"precision int8 needs torch._int_mm (torch {torch.__version__} has none)")
+    model = model.float().eval()
+    peft_model = find_peft_model(model)
+    if peft_model is not None:
+        if not mergeable or getattr(model, "backbone", None) is not peft_model:
+            raise Int8Error(f"precision int8: peft.method={peft_method!r} cannot be merged into the body's weights; "
+                            f"use fp32 or bf16")
+        quantized = copy.deepcopy(model)
+        quantized.backbone = quantized.backbone.merge_and_unload()
+    else:  # share every parameter with the original; only the module tree is copied, then its Linears replaced
+        quantized = copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
+    body = getattr(quantized, "backbone", None)
+    if body is None:
+        raise Int8Error(f"precision int8: {type(model).__name__} has no backbone to quantise")
+    n = quantize_body(body)
+    if n == 0:
+        raise Int8Error(f"precision int8: no nn.Linear layers found in {type(body).__name__}")
+    return Int8Classifier(model, quantized.eval(), n).eval()

@@ -1,0 +1,122 @@
+"""precision=int8: per-token int8 body for sequence classifiers, labels kept equal to fp32's by near-tie rechecks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.classifier_runs import TEXTS, pair_items, train_run
+from tuneforge.inference import int8
+from tuneforge.inference.int8 import Int8Classifier, Int8Error, Int8Linear, _FusedPart, int8_classifier
+from tuneforge.inference.predictor import Predictor
+
+MORE = TEXTS + [f"{a} {b} {c}" for a in ("good", "bad", "the") for b in ("film", "movie", "love")
+                for c in ("hate", "it", "great")]
+
+
+def test_int8_linear_is_close_to_fp32():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 96)
+    x = torch.randn(5, 7, 64) * torch.linspace(0.1, 10, 64)  # uneven channels, as in transformer activations
+    exact = lin(x)
+    q = Int8Linear([lin])
+    got = q(x)
+    assert got.shape == exact.shape and got.dtype == torch.float32
+    rel = (got - exact).abs().max() / exact.abs().max()
+    assert 0 < rel < 0.02  # quantised (not a copy of fp32), and within 8-bit precision
+    q.gelu = True
+    assert torch.allclose(q(x), nn.functional.gelu(got), atol=1e-5)
+    no_bias = nn.Linear(64, 8, bias=False)
+    assert (Int8Linear([no_bias])(x) - no_bias(x)).abs().max() / no_bias(x).abs().max() < 0.02
+
+
+def test_eager_kernels_match_the_compiled_ones_and_a_failed_compile_falls_back(monkeypatch):
+    torch.manual_seed(0)
+    args = (torch.randn(33, 64), torch.randint(-127, 128, (64, 48), dtype=torch.int8), torch.rand(48) / 100,
+            torch.randn(48), True)
+    monkeypatch.setenv("TUNEFORGE_INT8_COMPILE", "0")
+    eager = int8._Compiled(int8._int8_linear)
+    assert eager.compiled is None
+    assert torch.allclose(eager(*args), int8.INT8_LINEAR(*args), atol=1e-4)
+
+    def broken(*_):
+        raise RuntimeError("no compiler here")
+
+    eager.compiled = broken
+    with pytest.warns(UserWarning, match="eager kernels"):
+        assert torch.allclose(eager(*args), int8._int8_linear(*args))
+    assert eager.compiled is None
+
+
+def test_the_body_is_quantised_qkv_fused_and_the_original_left_alone(tiny_bert_dir, tmp_path):
+    run = train_run(tiny_bert_dir, tmp_path, "single")
+    fp32 = Predictor.from_run_dir(run, precision="fp32").model
+    model = int8_classifier(fp32, Predictor.from_run_dir(run, precision="fp32").task)
+    body = model.quantized.backbone
+    layers = body.encoder.layer
+    assert model.n_quantized == 6 * len(layers)  # q, k, v, attention output, intermediate, output
+    for layer in layers:
+        att = layer.attention.self
+        parts = [att.query, att.key, att.value]
+        assert all(isinstance(p, _FusedPart) for p in parts)
+        assert len({id(p._fused[0]) for p in parts}) == 1  # one product for the three
+        assert layer.intermediate.dense.gelu and isinstance(layer.intermediate.intermediate_act_fn, nn.Identity)
+        assert isinstance(layer.output.dense, Int8Linear)
+    assert type(body.pooler.dense) is nn.Linear  # the pooler and the head stay fp32
+    assert type(model.quantized.classifier) is nn.Linear
+    assert all(type(m) is not Int8Linear for m in fp32.modules())  # the fp32 original is untouched
+    assert model.exact is fp32
+    shared = {id(p) for p in fp32.parameters()}
+    assert id(model.quantized.backbone.embeddings.word_embeddings.weight) in shared  # shared, not copied
+
+
+@pytest.mark.parametrize("kind", ["single", "pairs", "lora"])
+def test_int8_labels_equal_fp32(tiny_bert_dir, tmp_path, kind):
+    run = train_run(tiny_bert_dir, tmp_path, kind)
+    items = pair_items() if kind == "pairs" else MORE
+    exact = Predictor.from_run_dir(run, precision="fp32").predict(items)
+    pred = Predictor.from_run_dir(run, precision="int8")
+    assert isinstance(pred.model, Int8Classifier)
+    got = pred.predict(items)
+    assert [g["label"] for g in got] == [e["label"] for e in exact]
+    # every near tie was redone in fp32: with a bound that covers all rows the probabilities are fp32's own
+    probs = np.array(Predictor.from_run_dir(run, precision="fp32").predict_raw(items)[0])
+    pred.model.near_tie_margin = 1e9
+    assert np.allclose(np.array(pred.predict_raw(items)[0]), probs, atol=1e-6)
+    # and without any recheck int8 shows: the checks above test something
+    pred.model.near_tie_margin = 0.0
+    assert not np.allclose(np.array(pred.predict_raw(items)[0]), probs, atol=1e-6)
+
+
+def test_int8_is_refused_where_it_cannot_keep_labels(tiny_bert_dir, tmp_path):
+    run = train_run(tiny_bert_dir, tmp_path, "lora")
+    pred = Predictor.from_run_dir(run, precision="fp32")
+    with pytest.raises(Int8Error, match="cannot be merged"):
+        int8_classifier(pred.model, pred.task, "prompt_tuning", mergeable=False)
+
+    class NotClassification:
+        name = "ner"
+
+    with pytest.raises(Int8Error, match="sequence classification"):
+        int8_classifier(pred.model, NotClassification())
+    with pytest.raises(ValueError, match="precision 'int4'"):
+        Predictor.from_run_dir(run, precision="int4")
+
+
+def test_cli_predict_with_int8(tiny_bert_dir, tmp_path):
+    run = train_run(tiny_bert_dir, tmp_path, "single")
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("\n".join(MORE) + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "tuneforge", "predict", str(run), "--input", str(inputs),
+                           "--output", str(out), "--precision", "int8"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = Predictor.from_run_dir(run, precision="fp32").predict(MORE)
+    assert [r["label"] for r in rows] == [e["label"] for e in expected]
