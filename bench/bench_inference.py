@@ -16,7 +16,9 @@ text at a time), batching and padding (its DataLoader, inputs in the order given
 softmax/label postprocess are the pipeline's own. What is measured is therefore the inference path around an
 identical model: TuneForge sorts by length, batches, runs under ``inference_mode`` with bf16 autocast where the CPU
 runs bf16 matmuls measurably faster than fp32 (training/precision.py); the pipeline does what it does by default
-(batch_size=1) and with batch_size equal to ours. ``tuneforge_onnx`` is the same Predictor with
+(batch_size=1) and with batch_size equal to ours. ``tuneforge_int8`` is the same Predictor with
+``precision="int8"`` (inference/int8.py: per-token int8 body, near ties redone in fp32; the "fp32 redo" column is
+the share of rows redone). ``tuneforge_onnx`` is the same Predictor with
 ``backend="onnxruntime"``: the same batches through a parity-checked ONNX export of the same classifier, fp32
 (inference/onnx_backend.py; its load time includes the one-off export when the run has none yet).
 
@@ -55,7 +57,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-SIDES = ("tuneforge", "tuneforge_fp32", "tuneforge_onnx", "pipeline_b1", "pipeline_batched")
+SIDES = ("tuneforge", "tuneforge_fp32", "tuneforge_int8", "tuneforge_onnx", "pipeline_b1", "pipeline_batched")
 REFERENCE = "pipeline_b1"  # agreement is measured against the pipeline as users call it by default
 DATASETS = {
     # name: (texts file, text column, quick-train config)
@@ -138,9 +140,14 @@ def run_tuneforge(args: argparse.Namespace, texts: list[str], precision: str,
                                        backend=backend)
     set_threads(args.threads)  # from_run_dir applies the run's thread setting; the bench decides here
     load = time.perf_counter() - t
-    return time_calls(lambda xs: [p["label"] for p in predictor.predict(xs)], texts, args.repeats,
-                      {"load_seconds": load, "precision": "bf16" if predictor.dtype is not None else "fp32",
-                       "batch_size": args.batch_size, "backend": backend})
+    model = predictor.model
+    int8 = hasattr(model, "rows_rechecked")
+    preds, info = time_calls(lambda xs: [p["label"] for p in predictor.predict(xs)], texts, args.repeats,
+                             {"load_seconds": load, "batch_size": args.batch_size, "backend": backend,
+                              "precision": "int8" if int8 else "bf16" if predictor.dtype is not None else "fp32"})
+    if int8:  # rows redone in fp32 (near ties), over all calls
+        info["near_tie_share"] = model.rows_rechecked / max(1, model.rows_predicted)
+    return preds, info
 
 
 def run_pipeline(args: argparse.Namespace, texts: list[str], batch_size: int) -> tuple[list[str], dict]:
@@ -178,7 +185,9 @@ def run_pipeline(args: argparse.Namespace, texts: list[str], batch_size: int) ->
 
 
 def time_calls(call, texts: list[str], repeats: int, info: dict) -> tuple[list[str], dict]:
-    call(texts[:64])  # warm-up: first-call allocations, lazy imports
+    t = time.perf_counter()
+    call(texts[:64])  # warm-up: first-call allocations, lazy imports, int8's kernel compile
+    info = {**info, "warmup_seconds": time.perf_counter() - t}
     seconds, preds = [], []
     for _ in range(max(1, repeats)):
         t = time.perf_counter()
@@ -193,7 +202,8 @@ def run_side(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     texts = texts_of(args.dataset, args.text_limit)
     if args.side.startswith("tuneforge"):
-        preds, out = run_tuneforge(args, texts, "fp32" if args.side == "tuneforge_fp32" else "auto",
+        precision = {"tuneforge_fp32": "fp32", "tuneforge_int8": "int8"}.get(args.side, "auto")
+        preds, out = run_tuneforge(args, texts, precision,
                                    "onnxruntime" if args.side == "tuneforge_onnx" else "torch")
     else:
         preds, out = run_pipeline(args, texts, 1 if args.side == "pipeline_b1" else args.batch_size)
@@ -242,12 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"\n{name}: {n} texts, run {run_dir}, {args.threads} threads, batch size {args.batch_size}")
         lines.append(table(results, [("sent/s", "sentences_per_second", "{:.1f}"),
                                      ("median s", "median_seconds", "{:.2f}"), ("load s", "load_seconds", "{:.1f}"),
+                                     ("warm-up s", "warmup_seconds", "{:.1f}"),
                                      ("precision", "precision", "{}"), ("batch", "batch_size", "{}"),
+                                     ("fp32 redo", "near_tie_share", "{:.1%}"),
                                      ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
                                      ("same as pipe_b1", "agreement_with_pipeline_b1", "{:.4%}"),
                                      ("TF speed-up", "tf_speedup", "{:.2f}x")]))
         by = {r["side"]: r for r in results}
-        for mine, label in (("tuneforge", ""), ("tuneforge_onnx", " (backend onnxruntime)")):
+        for mine, label in (("tuneforge", ""), ("tuneforge_int8", " (precision int8)"),
+                            ("tuneforge_onnx", " (backend onnxruntime)")):
             if mine not in by:
                 continue
             tf = by[mine]

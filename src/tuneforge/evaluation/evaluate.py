@@ -50,6 +50,9 @@ def predict_features(model: nn.Module, task: Task, features: Sequence[Feature], 
                     near_ties.extend(idx[j] for j in near_tie_rows(model, task, outputs))
         if near_ties:
             recheck_near_ties(model, task, features, near_ties, batch_size, out)
+    if hasattr(model, "rows_rechecked"):  # an int8 model keeps count (bench and logs report the share)
+        model.rows_predicted += len(features)
+        model.rows_rechecked += len(near_ties)
     model.train(was_training)
     return out
 

@@ -173,6 +173,7 @@ class Int8Classifier(nn.Module):
     def __init__(self, exact: nn.Module, quantized: nn.Module, n_quantized: int):
         super().__init__()
         self.exact, self.quantized, self.n_quantized = exact, quantized, n_quantized
+        self.rows_predicted = self.rows_rechecked = 0  # counted by evaluate.predict_features
 
     def forward(self, **inputs: torch.Tensor) -> Any:
         return self.quantized(**inputs)
