@@ -66,6 +66,7 @@ def test_the_body_is_quantised_qkv_fused_and_the_original_left_alone(tiny_bert_d
         parts = [att.query, att.key, att.value]
         assert all(isinstance(p, _FusedPart) for p in parts)
         assert len({id(p._fused[0]) for p in parts}) == 1  # one product for the three
+        assert [(p.start, p.end) for p in parts] == [(0, 32), (32, 64), (64, 96)]
         assert layer.intermediate.dense.gelu and isinstance(layer.intermediate.intermediate_act_fn, nn.Identity)
         assert isinstance(layer.output.dense, Int8Linear)
     assert type(body.pooler.dense) is nn.Linear  # the pooler and the head stay fp32
@@ -107,6 +108,23 @@ def test_int8_is_refused_where_it_cannot_keep_labels(tiny_bert_dir, tmp_path):
         int8_classifier(pred.model, NotClassification())
     with pytest.raises(ValueError, match="precision 'int4'"):
         Predictor.from_run_dir(run, precision="int4")
+
+
+def test_a_decoder_body_with_grouped_query_attention(tiny_llama_dir, tmp_path):
+    """Llama-style q_proj/k_proj/v_proj with narrower k/v (GQA) fuse too; labels still equal fp32's."""
+    run = train_run(tiny_llama_dir, tmp_path, "single")
+    exact = Predictor.from_run_dir(run, precision="fp32")
+    pred = Predictor.from_run_dir(run, precision="int8")
+    att = pred.model.quantized.backbone.layers[0].self_attn
+    parts = [att.q_proj, att.k_proj, att.v_proj]
+    assert all(isinstance(p, _FusedPart) for p in parts)
+    assert [p.end - p.start for p in parts] == [lin.out_features for lin in
+                                                (exact.model.backbone.layers[0].self_attn.q_proj,
+                                                 exact.model.backbone.layers[0].self_attn.k_proj,
+                                                 exact.model.backbone.layers[0].self_attn.v_proj)]
+    assert parts[1].end - parts[1].start < parts[0].end - parts[0].start  # the tiny Llama has 2 kv heads of 4
+    assert isinstance(att.o_proj, Int8Linear)
+    assert [p["label"] for p in pred.predict(MORE)] == [p["label"] for p in exact.predict(MORE)]
 
 
 def test_cli_predict_with_int8(tiny_bert_dir, tmp_path):

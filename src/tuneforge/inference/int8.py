@@ -106,34 +106,36 @@ class Int8Linear(nn.Module):
 class _FusedPart(nn.Module):
     """One of an attention block's q/k/v projections, served from the fused ``Int8Linear``: the first of the three
     calls on an input computes all of them, the others slice that result (per thread, so concurrent requests in
-    the server do not mix)."""
+    the server do not mix). Widths may differ (grouped-query attention: k/v narrower than q)."""
 
-    def __init__(self, fused: Int8Linear, index: int, width: int, parts: int):
+    def __init__(self, fused: Int8Linear, start: int, end: int, first: bool, last: bool):
         super().__init__()
         self._fused = (fused,)  # a tuple, not a submodule: the three parts share one
-        self.index, self.width, self.parts = index, width, parts
+        self.start, self.end, self.first, self.last = start, end, first, last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = self._fused[0]
         local = fused.__dict__.setdefault("_local", threading.local())
-        if self.index == 0 or getattr(local, "x", None) is not x:
+        if self.first or getattr(local, "x", None) is not x:
             local.x, local.y = x, fused(x)
         y = local.y
-        if self.index == self.parts - 1:
+        if self.last:
             local.x = local.y = None
-        return y[..., self.index * self.width:(self.index + 1) * self.width]
+        return y[..., self.start:self.end]
 
 
 def _fuse_qkv(module: nn.Module) -> bool:
+    """Replace ``module``'s q/k/v ``nn.Linear`` projections (BERT's query/key/value, Llama's q_proj/k_proj/v_proj)
+    by three ``_FusedPart`` views of one ``Int8Linear``. False when the module has no such trio."""
     for names in _QKV_NAMES:
         lins = [getattr(module, n, None) for n in names]
         if all(type(lin) is nn.Linear for lin in lins) and len({lin.in_features for lin in lins}) == 1 \
                 and len({lin.bias is None for lin in lins}) == 1:
-            fused = Int8Linear(lins)
+            fused, start = Int8Linear(lins), 0
             for i, (name, lin) in enumerate(zip(names, lins)):
-                if lin.out_features != lins[0].out_features:
-                    return False
-                setattr(module, name, _FusedPart(fused, i, lin.out_features, len(names)))
+                part = _FusedPart(fused, start, start + lin.out_features, i == 0, i == len(names) - 1)
+                setattr(module, name, part)
+                start += lin.out_features
             return True
     return False
 
