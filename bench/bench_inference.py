@@ -141,11 +141,10 @@ def run_tuneforge(args: argparse.Namespace, texts: list[str], precision: str,
     set_threads(args.threads)  # from_run_dir applies the run's thread setting; the bench decides here
     load = time.perf_counter() - t
     model = predictor.model
-    int8 = hasattr(model, "rows_rechecked")
     preds, info = time_calls(lambda xs: [p["label"] for p in predictor.predict(xs)], texts, args.repeats,
                              {"load_seconds": load, "batch_size": args.batch_size, "backend": backend,
-                              "precision": "int8" if int8 else "bf16" if predictor.dtype is not None else "fp32"})
-    if int8:  # rows redone in fp32 (near ties), over all calls
+                              "precision": predictor.precision})
+    if predictor.precision == "int8":  # rows redone in fp32 (near ties), over all calls
         info["near_tie_share"] = model.rows_rechecked / max(1, model.rows_predicted)
     return preds, info
 

@@ -83,7 +83,7 @@ def test_int8_labels_equal_fp32(tiny_bert_dir, tmp_path, kind):
     items = pair_items() if kind == "pairs" else MORE
     exact = Predictor.from_run_dir(run, precision="fp32").predict(items)
     pred = Predictor.from_run_dir(run, precision="int8")
-    assert isinstance(pred.model, Int8Classifier)
+    assert isinstance(pred.model, Int8Classifier) and pred.precision == "int8"
     got = pred.predict(items)
     assert [g["label"] for g in got] == [e["label"] for e in exact]
     # every near tie was redone in fp32: with a bound that covers all rows the probabilities are fp32's own

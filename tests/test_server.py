@@ -28,6 +28,7 @@ def test_server_predicts_like_the_predictor(tiny_bert_dir, tmp_path):
     client = TestClient(create_app(predictor))
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/info").json()["labels"] == ["negative", "positive"]
+    assert client.get("/info").json()["precision"] in ("fp32", "bf16")
     texts = ["great love film", {"text": "terrible bad movie"}]
     got = client.post("/predict", json={"inputs": texts}).json()["predictions"]
     assert got == predictor.predict(texts)

@@ -89,6 +89,13 @@ class Predictor:
         dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else None
         return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, dtype)
 
+    @property
+    def precision(self) -> str:
+        """What the predictions run in: ``int8`` (near ties in fp32), ``bf16`` (near ties in fp32) or ``fp32``."""
+        if hasattr(self.model, "rows_rechecked"):
+            return "int8"
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
     def predict_raw(self, items: Iterable[str | dict[str, Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
         examples = [self.task.parse_input(item) for item in items]
         features = [self.task.encode(ex) for ex in examples]

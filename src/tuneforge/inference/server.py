@@ -21,7 +21,8 @@ def create_app(predictor: Predictor) -> Any:
         inputs: list[str | dict[str, Any]]
 
     app = FastAPI(title="TuneForge", version="0.1.0")
-    info = {"task": predictor.task.name, "model": predictor.cfg.model, **_labels(predictor)}
+    info = {"task": predictor.task.name, "model": predictor.cfg.model, "precision": predictor.precision,
+            **_labels(predictor)}
 
     @app.get("/health")
     def health() -> dict[str, str]:
