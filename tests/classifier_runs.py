@@ -4,7 +4,10 @@ tests (ONNX Runtime, int8)."""
 from __future__ import annotations
 
 import csv
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.test_smoke_pipeline import write_toy_csv
@@ -47,3 +50,16 @@ def train_run(tiny_bert_dir: Path, tmp_path: Path, kind: str) -> Path:
 def pair_items() -> list[dict[str, str]]:
     """``TEXTS`` as premise/hypothesis pairs for a ``pairs`` run."""
     return [{"premise": t, "hypothesis": TEXTS[-1 - i]} for i, t in enumerate(TEXTS)]
+
+
+def cli_predict_labels(run: Path, texts: list[str], folder: Path, *flags: str) -> tuple[list[str], list[str]]:
+    """``tuneforge predict RUN --input ... FLAGS`` in a subprocess: its labels, and the fp32 Predictor's."""
+    from tuneforge.inference.predictor import Predictor
+
+    inputs, out = folder / "in.txt", folder / "out.jsonl"
+    inputs.write_text("\n".join(texts) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "tuneforge", "predict", str(run), "--input", str(inputs),
+                           "--output", str(out), *flags], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = [json.loads(line)["label"] for line in out.read_text().splitlines()]
+    return got, [e["label"] for e in Predictor.from_run_dir(run, precision="fp32").predict(texts)]

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tests.classifier_runs import TEXTS, pair_items, train_run
+from tests.classifier_runs import TEXTS, cli_predict_labels, pair_items, train_run
 from tuneforge.inference import int8
 from tuneforge.inference.int8 import Int8Classifier, Int8Error, Int8Linear, _FusedPart, int8_classifier
 from tuneforge.inference.predictor import Predictor
@@ -129,12 +125,5 @@ def test_a_decoder_body_with_grouped_query_attention(tiny_llama_dir, tmp_path):
 
 def test_cli_predict_with_int8(tiny_bert_dir, tmp_path):
     run = train_run(tiny_bert_dir, tmp_path, "single")
-    inputs = tmp_path / "in.txt"
-    inputs.write_text("\n".join(MORE) + "\n")
-    out = tmp_path / "out.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "tuneforge", "predict", str(run), "--input", str(inputs),
-                           "--output", str(out), "--precision", "int8"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    expected = Predictor.from_run_dir(run, precision="fp32").predict(MORE)
-    assert [r["label"] for r in rows] == [e["label"] for e in expected]
+    got, expected = cli_predict_labels(run, MORE, tmp_path, "--precision", "int8")
+    assert got == expected

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.classifier_runs import TEXTS, pair_items, train_run
+from tests.classifier_runs import TEXTS, cli_predict_labels, pair_items, train_run
 from tuneforge.inference.onnx_backend import FOLDER, META_FILE, MODEL_FILE, OnnxBackendError, OnnxClassifier
 from tuneforge.inference.predictor import Predictor
 
@@ -64,12 +62,5 @@ def test_unsupported_backend_and_task_are_refused(tiny_bert_dir, tmp_path):
 
 def test_cli_predict_with_the_onnx_backend(tiny_bert_dir, tmp_path):
     run = train_run(tiny_bert_dir, tmp_path, "single")
-    inputs = tmp_path / "in.txt"
-    inputs.write_text("\n".join(TEXTS) + "\n")
-    out = tmp_path / "out.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "tuneforge", "predict", str(run), "--input", str(inputs),
-                           "--output", str(out), "--backend", "onnxruntime"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    expected = Predictor.from_run_dir(run, precision="fp32").predict(TEXTS)
-    assert [r["label"] for r in rows] == [e["label"] for e in expected]
+    got, expected = cli_predict_labels(run, TEXTS, tmp_path, "--backend", "onnxruntime")
+    assert got == expected
