@@ -10,7 +10,7 @@ from tuneforge.data.readers import BadRows
 from tuneforge.tasks.base import TaskContext
 from tuneforge.tasks.classification import ClassificationTask
 from tuneforge.tasks.classification.head import pool
-from tuneforge.tasks.classification.metrics import single_label_metrics
+from tuneforge.tasks.classification.metrics import UNSEEN, single_label_metrics
 
 
 def make(**kw) -> ClassificationTask:
@@ -28,6 +28,31 @@ def test_single_label_metrics_match_hand_computation():
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
     assert m["micro_f1"] == pytest.approx(3 / 5)
     assert m["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_single_label_rows_with_labels_unseen_in_train_count_as_errors_not_dropped():
+    # gold: a b <unseen> <unseen> ; pred: a b a b
+    m = single_label_metrics([0, 1, 0, 1], [0, 1, -1, -1], ["a", "b"])
+    assert m["accuracy"] == pytest.approx(2 / 4)
+    assert m["micro_f1"] == pytest.approx(m["accuracy"])  # before: 1.0, the unseen rows left out of recall
+    assert m["unseen_in_train"] == 2
+    # macro over the trained labels: a P=1/2 R=1 F=2/3, b likewise; the unseen rows are their false positives
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+    assert m["confusion_matrix"]["labels"] == ["a", "b", UNSEEN]
+    assert m["confusion_matrix"]["matrix"] == [[1, 0, 0], [0, 1, 0], [1, 1, 0]]
+    assert sum(map(sum, m["confusion_matrix"]["matrix"])) == 4  # every row is in the matrix
+    assert "unseen_in_train" not in single_label_metrics([0, 1], [0, 1], ["a", "b"])
+
+
+def test_multi_label_gold_labels_unseen_in_train_are_misses():
+    t = make(multi_label=True)
+    t.setup([{"text": "x", "labels": ["a"]}, {"text": "y", "labels": ["b"]}], tokenizer=None)
+    examples = [{"text": "1", "labels": ["a"]}, {"text": "2", "labels": ["a", "z"]}, {"text": "3", "labels": ["z"]}]
+    m = t.metrics([[0], [0], []], examples)  # the right trained labels everywhere; "z" has no output
+    assert m["subset_accuracy"] == pytest.approx(1 / 3)  # before: 1.0, "z" silently dropped
+    assert m["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 2))  # tp 2, fp 0, fn 2 (the two "z")
+    assert m["unseen_in_train"] == 2
+    assert m["per_class"]["a"]["f1"] == pytest.approx(1.0)
 
 
 def test_auto_class_weights_are_inverse_frequency_and_loss_matches_torch():

@@ -141,10 +141,12 @@ class ClassificationTask:
         if self.multi_label:
             gold = np.zeros((len(examples), len(self.labels)), dtype=int)
             pred = np.zeros_like(gold)
+            unseen = np.zeros(len(examples), dtype=bool)  # a gold label with no head output: counted, not dropped
             for i, (p, ex) in enumerate(zip(predictions, examples)):
                 gold[i, [idx[lab] for lab in ex["labels"] if lab in idx]] = 1
+                unseen[i] = any(lab not in idx for lab in ex["labels"])
                 pred[i, self.decide(p) if p and isinstance(p[0], float) else p] = 1
-            return multi_label_metrics(pred, gold, self.labels)
+            return multi_label_metrics(pred, gold, self.labels, unseen)
         gold_i = [idx.get(ex["labels"][0], -1) for ex in examples]
         pred_i = [p if isinstance(p, int) else self.decide(p) for p in predictions]
         return single_label_metrics(pred_i, gold_i, self.labels)
