@@ -51,9 +51,10 @@ def multi_label_metrics(pred: np.ndarray, gold: np.ndarray, names: Sequence[str]
     if extra:  # one more gold column the model never predicts: those rows are wrong, their labels missed
         gold = np.column_stack([gold, np.asarray(unseen, dtype=gold.dtype)])
         pred = np.column_stack([pred, np.zeros(count, dtype=pred.dtype)])
+    subset = float(accuracy_score(gold, pred))  # exact match of the whole label set; "accuracy" is its alias
     out = {
-        "subset_accuracy": float(accuracy_score(gold, pred)),
-        "accuracy": float(accuracy_score(gold, pred)),
+        "subset_accuracy": subset,
+        "accuracy": subset,
         "macro_f1": macro,
         "micro_f1": float(f1_score(gold, pred, average="micro", zero_division=0)),
         "per_class": {n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
