@@ -30,7 +30,7 @@ machine's best peak, max(fp32, bf16): the bf16 peak wherever bf16 is the faster 
 elsewhere. The bf16-at-batch-32 figure against the bf16 peak is still reported.
 
     python bench/bench_mfu.py                  # the default precision (auto), fp32 and bf16 at batch 32, bf16 at
-                                               # batch 128; 150 steps each
+                                               # batch 128; 150 steps each (bf16 only on CPUs with native bf16)
     python bench/bench_mfu.py --smoke          # a few steps
     python bench/bench_mfu.py --dataset imdb --runs bf16:32 --steps 40 --warmup-steps 5 --out bench/results/mfu_imdb.json
                                                # long reviews (256 tokens): how MFU grows when matmuls dominate
@@ -62,13 +62,28 @@ from common import (  # noqa: E402
     write_results,
 )
 
+DEFAULT_RUNS = ("auto:32", "fp32:32", "bf16:32", "bf16:128")
+
+
+def default_runs() -> list[str]:
+    """DEFAULT_RUNS, less the bf16 ones where the CPU has no native bf16 (and there is no GPU)."""
+    import torch
+
+    from tuneforge.training.precision import cpu_supports_bf16
+
+    if torch.cuda.is_available() or cpu_supports_bf16():
+        return list(DEFAULT_RUNS)
+    return [r for r in DEFAULT_RUNS if not r.startswith("bf16:")]
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="+", default=["auto:32", "fp32:32", "bf16:32", "bf16:128"],
+    p.add_argument("--runs", nargs="+", default=None,
                    help="precision:batch_size pairs, precision auto | fp32 | bf16 (batch 32 = the training "
                         "bench's hyper-parameters); a third field frozen_emb adds freeze.embeddings=true (opt-in, "
-                        "see the README)")
+                        "see the README). Default: " + " ".join(DEFAULT_RUNS) + ", without the bf16 runs on a CPU "
+                        "without native bf16 (no AVX-512 BF16 / AMX), where bf16 matmuls are emulated ~50x slower "
+                        "than fp32 and a bf16 run would take hours to measure nothing a user would run")
     p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--train-limit", type=int, default=None,
@@ -91,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="results JSON (default bench/results/mfu.json)")
     p.add_argument("--side", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.runs is None:
+        args.runs = default_runs()
     if args.smoke:
         args.steps, args.warmup_steps, args.peak_n, args.peak_repeats = 6, 2, 512, 3
         args.runs = [r for r in args.runs if r.endswith(":32")] or args.runs[:1]
@@ -99,20 +116,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def matmul_flops_per_second(dtype: Any, m: int, k: int, n: int, repeats: int) -> float:
-    """Best-of-``repeats`` FLOP/s of ``(m, k) @ (k, n)`` (2mkn FLOPs), after one warm-up call."""
+def matmul_flops_per_second(dtype: Any, m: int, k: int, n: int, repeats: int, budget: float = 4.0) -> float:
+    """Best-of-``repeats`` FLOP/s of ``(m, k) @ (k, n)`` (2mkn FLOPs), after one warm-up call.
+
+    Timed calls stop early once ``budget`` seconds are spent (at least one is timed): where bf16 is emulated (no
+    AVX-512 BF16 / AMX: ~1.3 GFLOP/s on a 2-core EPYC Milan) a single 2048^3 product takes ~13 s."""
     import torch
 
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     torch.mm(a, b)
     best = float("inf")
     inner = max(1, int(2e9 // (2 * m * k * n)))  # keep each timed call well above timer noise
+    spent = 0.0
     for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(inner):
             torch.mm(a, b)
-        best = min(best, (time.perf_counter() - t) / inner)
+        elapsed = time.perf_counter() - t
+        best, spent = min(best, elapsed / inner), spent + elapsed
+        if spent >= budget:
+            break
     return 2 * m * k * n / best
+
+
+def peak_size(dtype: Any, n: int, seconds: float = 1.0) -> int:
+    """``n``, or a smaller power of two whose n^3 product takes about ``seconds`` where ``dtype`` is too slow for
+    ``n`` (emulated bf16): the rate of such a dtype barely depends on the size, and the bench stays minutes long."""
+    rate = matmul_flops_per_second(dtype, 256, 256, 256, 2, budget=0.5)
+    while n > 256 and 2 * n**3 / rate > seconds:
+        n //= 2
+    return n
 
 
 def batch_flops(lengths: list[int], width: int, n_params: int, layers: int, hidden: int,
@@ -151,7 +184,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     requested, batch_size, *flags = args.side.split(":")
     precision = resolve_precision(requested)
     batch_size = int(batch_size)
-    peaks = {name: matmul_flops_per_second(dt, args.peak_n, args.peak_n, args.peak_n, args.peak_repeats)
+    sizes = {name: peak_size(dt, args.peak_n) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    peaks = {name: matmul_flops_per_second(dt, sizes[name], sizes[name], sizes[name], args.peak_repeats)
              for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     total_steps = args.warmup_steps + args.steps
     cfg = config_from_dict({
@@ -207,6 +241,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "real_tokens_per_second": tokens / seconds, "mean_batch_tokens": mean_tokens,
             "model_tflops": achieved / 1e12, "padded_tflops": padded / seconds / 1e12,
             "peak_fp32_tflops": peaks["fp32"] / 1e12, "peak_bf16_tflops": peaks["bf16"] / 1e12,
+            "peak_n": sizes,
             "ffn_shape_fp32_tflops": shaped["fp32"] / 1e12, "ffn_shape_bf16_tflops": shaped["bf16"] / 1e12,
             "mfu_own_peak": achieved / peaks[precision], "mfu_bf16_peak": achieved / peaks["bf16"],
             "best_peak_tflops": best_peak / 1e12, "mfu_best_peak": achieved / best_peak,
