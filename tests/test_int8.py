@@ -16,6 +16,35 @@ MORE = TEXTS + [f"{a} {b} {c}" for a in ("good", "bad", "the") for b in ("film",
                 for c in ("hate", "it", "great")]
 
 
+@pytest.fixture(autouse=True)
+def force_int8(monkeypatch):
+    """Exercise the int8 path on every CPU, also where int8 matmuls are slower than fp32 and Predictor would
+    predict in fp32 (test_int8_falls_back_to_fp32_where_it_is_slower covers that)."""
+    monkeypatch.setenv(int8.FORCE_ENV, "1")
+
+
+def test_int8_falls_back_to_fp32_where_it_is_slower(tiny_bert_dir, tmp_path, monkeypatch):
+    run = train_run(tiny_bert_dir, tmp_path, "single")
+    exact = [p["label"] for p in Predictor.from_run_dir(run, precision="fp32").predict(MORE)]
+    monkeypatch.delenv(int8.FORCE_ENV)
+    monkeypatch.setattr(int8, "cpu_int8_speedup", lambda: 0.05)  # an AVX2-only EPYC measured 0.03-0.05
+    with pytest.warns(UserWarning, match=r"0\.05x fp32's speed.*predicting in fp32 instead"):
+        slow = Predictor.from_run_dir(run, precision="int8")
+    assert slow.precision == "fp32" and not isinstance(slow.model, Int8Classifier)
+    assert [p["label"] for p in slow.predict(MORE)] == exact
+    monkeypatch.setattr(int8, "cpu_int8_speedup", lambda: 3.0)
+    fast = Predictor.from_run_dir(run, precision="int8")
+    assert fast.precision == "int8" and [p["label"] for p in fast.predict(MORE)] == exact
+    monkeypatch.setattr(int8, "cpu_int8_speedup", lambda: 0.05)
+    monkeypatch.setenv(int8.FORCE_ENV, "1")  # forced: int8 whatever the speed
+    assert Predictor.from_run_dir(run, precision="int8").precision == "int8"
+
+
+def test_the_int8_speed_probe_times_real_products():
+    speedup = int8.cpu_int8_speedup()
+    assert 0 < speedup < 100 and speedup == int8.cpu_int8_speedup()  # measured once per process
+
+
 def test_int8_linear_is_close_to_fp32():
     torch.manual_seed(0)
     lin = nn.Linear(64, 96)

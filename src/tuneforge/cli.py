@@ -80,7 +80,8 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime: sequence classification through a parity-checked ONNX export (the onnx extra)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
                    help="auto: bf16 where this machine runs it measurably faster, else fp32; int8: sequence "
-                        "classification on CPU with an int8 body, near ties redone in fp32 (same labels)")
+                        "classification on CPU with an int8 body, near ties redone in fp32 (same labels); on a CPU "
+                        "whose int8 matmuls are slower than fp32 it warns and predicts in fp32")
 
 
 def _read_inputs(source: str) -> list[Any]:

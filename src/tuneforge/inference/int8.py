@@ -27,6 +27,7 @@ classification only (single-label, multi-label, pairs); adapter runs are merged 
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import threading
 import warnings
@@ -37,11 +38,37 @@ import torch
 from torch import nn
 
 NEAR_TIE_MARGIN = 0.75  # logits; int8 decisions closer than this are redone in fp32 (largest gap error: 0.55)
+# an int8 product must beat fp32's to be worth the quantise steps; where it does not, int8 runs only when forced
+INT8_MIN_SPEEDUP = 1.0
+_PROBE = (128, 384, 1536)  # (m, k, n): MiniLM's FFN product over 128 tokens
+FORCE_ENV = "TUNEFORGE_INT8_FORCE"
 _QKV_NAMES = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
 
 
 class Int8Error(ValueError):
     """int8 inference cannot serve this run (unsupported task or adapter)."""
+
+
+@functools.cache
+def cpu_int8_speedup() -> float:
+    """fp32 seconds over int8 seconds of one FFN-sized product (``torch.mm`` against ``torch._int_mm``) on this CPU,
+    at the current thread count. Measured 0.03-0.05 on a 2-core EPYC Milan (AVX2, no AVX-512/AVX-VNNI): 460 ms
+    against fp32's 12.6 ms for a 1024x384x1536 product."""
+    from tuneforge.training.precision import matmul_seconds
+
+    return (matmul_seconds(torch.float32, *_PROBE, repeats=3)
+            / matmul_seconds(torch.int8, *_PROBE, repeats=3, op=torch._int_mm))
+
+
+def int8_too_slow() -> str | None:
+    """Why int8 would be slower than fp32 on this machine, or None when it is not (or ``TUNEFORGE_INT8_FORCE=1``).
+    Labels are fp32's either way; only the speed differs."""
+    if os.environ.get(FORCE_ENV, "0") == "1" or not hasattr(torch, "_int_mm"):
+        return None
+    speedup = cpu_int8_speedup()
+    if speedup >= INT8_MIN_SPEEDUP:
+        return None
+    return f"an int8 matmul (torch._int_mm) runs at {speedup:.2f}x fp32's speed on this CPU"
 
 
 def _int8_linear(x: torch.Tensor, weight: torch.Tensor, col_scale: torch.Tensor, bias: torch.Tensor | None,

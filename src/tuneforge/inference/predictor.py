@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -79,13 +80,19 @@ class Predictor:
                                     export_sample(task))
             return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
         if precision == "int8":
-            from tuneforge.inference.int8 import int8_classifier
+            from tuneforge.inference.int8 import FORCE_ENV, int8_classifier, int8_too_slow
             from tuneforge.peft_methods import PEFT_METHODS
 
             method = cfg.peft.method
             mergeable = method is not None and PEFT_METHODS.get(method).mergeable
-            model = int8_classifier(built.model, task, method, mergeable)
-            return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
+            model = int8_classifier(built.model, task, method, mergeable)  # refuses what int8 cannot serve
+            reason = None if torch.cuda.is_available() else int8_too_slow()
+            if not reason:
+                return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
+            # labels would be fp32's anyway (near ties are redone in fp32): only the speed differs
+            warnings.warn(f"precision int8: {reason}; predicting in fp32 instead (same labels, faster). Set "
+                          f"{FORCE_ENV}=1 to run int8 anyway", stacklevel=2)
+            return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, None)
         dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else None
         return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, dtype)
 
