@@ -66,15 +66,18 @@ from common import (  # noqa: E402
 DEFAULT_RUNS = ("auto:32", "fp32:32", "bf16:32", "bf16:128")
 
 
-def default_runs() -> list[str]:
-    """DEFAULT_RUNS, less the bf16 ones where the CPU has no native bf16 (and there is no GPU)."""
+def bf16_native() -> bool:
+    """A GPU, or a CPU with AVX-512 BF16 / AMX: bf16 matmuls run in hardware, not emulated."""
     import torch
 
     from tuneforge.training.precision import cpu_supports_bf16
 
-    if torch.cuda.is_available() or cpu_supports_bf16():
-        return list(DEFAULT_RUNS)
-    return [r for r in DEFAULT_RUNS if not r.startswith("bf16:")]
+    return torch.cuda.is_available() or cpu_supports_bf16()
+
+
+def default_runs() -> list[str]:
+    """DEFAULT_RUNS, less the bf16 ones where bf16 is emulated."""
+    return list(DEFAULT_RUNS) if bf16_native() else [r for r in DEFAULT_RUNS if not r.startswith("bf16:")]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -183,14 +186,15 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from tuneforge.models import load_tokenizer, resolve_model
     from tuneforge.runner import make_task
     from tuneforge.training.loop import fit
-    from tuneforge.training.precision import cpu_supports_bf16, resolve_precision
+    from tuneforge.training.precision import resolve_precision
 
     requested, batch_size, *flags = args.side.split(":")
     precision = resolve_precision(requested)
     batch_size = int(batch_size)
-    peak_n = {name: peak_size(dt, args.peak_n) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peak_n = {name: peak_size(dt, args.peak_n) for name, dt in dtypes.items()}
     peaks = {name: matmul_flops_per_second(dt, peak_n[name], peak_n[name], peak_n[name], args.peak_repeats)
-             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+             for name, dt in dtypes.items()}
     total_steps = args.warmup_steps + args.steps
     cfg = config_from_dict({
         "model": minilm_path(), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
@@ -237,7 +241,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     mean_tokens = tokens / max(1, len(window))
     shaped = {name: matmul_flops_per_second(dt, int(mean_tokens), hidden, body.config.intermediate_size,
                                             args.peak_repeats)
-              for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+              for name, dt in dtypes.items()}
     achieved = real / seconds
     best_peak = max(peaks.values())
     return {"requested": requested, "precision": precision, "batch_size": batch_size,
@@ -248,7 +252,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "peak_n": peak_n,
             "ffn_shape_fp32_tflops": shaped["fp32"] / 1e12, "ffn_shape_bf16_tflops": shaped["bf16"] / 1e12,
             "mfu_own_peak": achieved / peaks[precision], "mfu_bf16_peak": achieved / peaks["bf16"],
-            "bf16_native": torch.cuda.is_available() or cpu_supports_bf16(),
+            "bf16_native": bf16_native(),
             "best_peak_tflops": best_peak / 1e12, "mfu_best_peak": achieved / best_peak,
             "encoder_layer_params": n_params, "head_params": n_head, "layers": layers, "hidden": hidden}
 

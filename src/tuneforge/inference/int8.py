@@ -61,9 +61,9 @@ def cpu_int8_speedup() -> float:
 
 
 def int8_too_slow() -> str | None:
-    """Why int8 would be slower than fp32 on this machine, or None when it is not (or ``TUNEFORGE_INT8_FORCE=1``).
-    Labels are fp32's either way; only the speed differs."""
-    if os.environ.get(FORCE_ENV, "0") == "1" or not hasattr(torch, "_int_mm"):
+    """Why int8 would be slower than fp32 on this CPU, or None when it is not (or on a GPU, or with
+    ``TUNEFORGE_INT8_FORCE=1``). Labels are fp32's either way; only the speed differs."""
+    if os.environ.get(FORCE_ENV, "0") == "1" or torch.cuda.is_available() or not hasattr(torch, "_int_mm"):
         return None
     speedup = cpu_int8_speedup()
     if speedup >= INT8_MIN_SPEEDUP:

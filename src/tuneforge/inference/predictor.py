@@ -86,7 +86,7 @@ class Predictor:
             method = cfg.peft.method
             mergeable = method is not None and PEFT_METHODS.get(method).mergeable
             model = int8_classifier(built.model, task, method, mergeable)  # refuses what int8 cannot serve
-            reason = None if torch.cuda.is_available() else int8_too_slow()
+            reason = int8_too_slow()
             if not reason:
                 return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
             # labels would be fp32's anyway (near ties are redone in fp32): only the speed differs

@@ -39,9 +39,9 @@ def matmul_seconds(dtype: torch.dtype, m: int, k: int, n: int, repeats: int = 5,
     """Best-of-``repeats`` seconds of one ``(m, k) @ (k, n)`` CPU matmul in ``dtype`` (through ``op``, e.g.
     ``torch._int_mm`` for int8), after a warm-up call."""
     gen = torch.Generator().manual_seed(0)
-    scale = 40.0 if dtype == torch.int8 else 1.0  # int8 operands spread over the int8 range
-    a = (torch.randn(m, k, generator=gen) * scale).to(dtype)
-    b = (torch.randn(k, n, generator=gen) * scale).to(dtype)
+    scale = 40.0 if dtype == torch.int8 else 1.0  # int8 operands spread over (and clamped to) the int8 range
+    a = (torch.randn(m, k, generator=gen) * scale).clamp(-127, 127).to(dtype)
+    b = (torch.randn(k, n, generator=gen) * scale).clamp(-127, 127).to(dtype)
     op(a, b)
     best = float("inf")
     for _ in range(repeats):
