@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -85,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="+", default=None,
                    help="precision:batch_size pairs, precision auto | fp32 | bf16 (batch 32 = the training "
                         "bench's hyper-parameters); a third field frozen_emb adds freeze.embeddings=true (opt-in, "
-                        "see the README). Default: " + " ".join(DEFAULT_RUNS) + ", without the bf16 runs on a CPU "
+                        "see the README), no_pretouch turns off the heap pre-touch (TUNEFORGE_PRETOUCH_MB=0, "
+                        "training/allocator.py). Default: " + " ".join(DEFAULT_RUNS) + ", without the bf16 runs on a CPU "
                         "without native bf16 (no AVX-512 BF16 / AMX), where bf16 matmuls are emulated ~50x slower "
                         "than fp32 and a bf16 run would take hours to measure nothing a user would run")
     p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
@@ -189,6 +191,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from tuneforge.training.precision import resolve_precision
 
     requested, batch_size, *flags = args.side.split(":")
+    if "no_pretouch" in flags:
+        os.environ["TUNEFORGE_PRETOUCH_MB"] = "0"
     precision = resolve_precision(requested)
     batch_size = int(batch_size)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -230,8 +234,13 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     task.collate = recording_collate  # type: ignore[method-assign]
     marks: list[float] = []
-    result = fit(built.model, task, feats, [], [], cfg.train, cfg.seed, workdir,
-                 step_hooks=[lambda m, s: marks.append(time.perf_counter())])
+    faults: list[int] = []  # minor page faults of the process so far, at each optimizer step
+
+    def mark(model, step):
+        marks.append(time.perf_counter())
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+    result = fit(built.model, task, feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[mark])
     w, s = args.warmup_steps, result.global_step
     window = seen[w:s]  # batch k is consumed by optimizer step k + 1, whose hook wrote marks[k]
     seconds = marks[s - 1] - marks[w - 1]
@@ -246,6 +255,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     best_peak = max(peaks.values())
     return {"requested": requested, "precision": precision, "batch_size": batch_size,
             "steps_measured": len(window), "seconds": seconds,
+            "page_faults_per_step": (faults[s - 1] - faults[w - 1]) / max(1, s - w),
             "real_tokens_per_second": tokens / seconds, "mean_batch_tokens": mean_tokens,
             "model_tflops": achieved / 1e12, "padded_tflops": padded / seconds / 1e12,
             "peak_fp32_tflops": peaks["fp32"] / 1e12, "peak_bf16_tflops": peaks["bf16"] / 1e12,
@@ -266,7 +276,7 @@ def summarise(results: list[dict[str, Any]], runs: list[str]) -> list[str]:
                            ("padded TFLOP/s", "padded_tflops", "{:.3f}"),
                            ("peak fp32", "peak_fp32_tflops", "{:.3f}"), ("peak bf16", "peak_bf16_tflops", "{:.3f}"),
                            ("FFN-shape bf16", "ffn_shape_bf16_tflops", "{:.3f}"),
-                           ("precision", "precision", "{}"),
+                           ("precision", "precision", "{}"), ("faults/step", "page_faults_per_step", "{:.0f}"),
                            ("MFU own peak", "mfu_own_peak", "{:.1%}"), ("MFU bf16 peak", "mfu_bf16_peak", "{:.1%}"),
                            ("MFU best peak", "mfu_best_peak", "{:.1%}")])]
     lines.extend(f"{r['side']}: FAILED {r['error']}" for r in results if "error" in r)
