@@ -86,8 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="+", default=None,
                    help="precision:batch_size pairs, precision auto | fp32 | bf16 (batch 32 = the training "
                         "bench's hyper-parameters); a third field frozen_emb adds freeze.embeddings=true (opt-in, "
-                        "see the README), no_pretouch turns off the heap pre-touch (TUNEFORGE_PRETOUCH_MB=0, "
-                        "training/allocator.py). Default: " + " ".join(DEFAULT_RUNS) + ", without the bf16 runs on a CPU "
+                        "see the README). Default: " + " ".join(DEFAULT_RUNS) + ", without the bf16 runs on a CPU "
                         "without native bf16 (no AVX-512 BF16 / AMX), where bf16 matmuls are emulated ~50x slower "
                         "than fp32 and a bf16 run would take hours to measure nothing a user would run")
     p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
@@ -191,8 +190,6 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from tuneforge.training.precision import resolve_precision
 
     requested, batch_size, *flags = args.side.split(":")
-    if "no_pretouch" in flags:
-        os.environ["TUNEFORGE_PRETOUCH_MB"] = "0"
     precision = resolve_precision(requested)
     batch_size = int(batch_size)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}

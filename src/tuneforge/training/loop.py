@@ -22,7 +22,7 @@ from tuneforge.io_utils import append_jsonl
 from tuneforge.tasks.base import Example, Feature, Task
 from tuneforge.training import active_vocab
 from tuneforge.training import checkpoint as ckpt
-from tuneforge.training.allocator import keep_freed_memory, pretouch_bytes, pretouch_heap
+from tuneforge.training.allocator import keep_freed_memory
 from tuneforge.training.batching import BatchSampler
 from tuneforge.training.ema import WeightAverage
 from tuneforge.training.fast_dropout import use_fast_dropout
@@ -77,9 +77,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(),
                                              mixed_precision="bf16" if precision == "bf16" else "no")
     main = accelerator.is_main_process
-    # glibc: reuse the big per-step blocks instead of page-faulting them anew, and fault the heap in up front
-    if keep_freed_memory() and accelerator.device.type == "cpu":
-        pretouch_heap(pretouch_bytes(sum(p.numel() for p in model.parameters())))
+    keep_freed_memory()  # glibc: reuse the big per-step gradient blocks instead of page-faulting them anew
     set_seed(seed)
     if getattr(cfg, "fast_dropout", False):
         use_fast_dropout(model)  # same drop rates and scaling, cheaper masks on CPU, attention included (fast_dropout.py)
