@@ -252,7 +252,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     best_peak = max(peaks.values())
     return {"requested": requested, "precision": precision, "batch_size": batch_size,
             "steps_measured": len(window), "seconds": seconds,
-            "page_faults_per_step": (faults[s - 1] - faults[w - 1]) / max(1, s - w),
+            "page_faults_per_step": (faults[s - 1] - faults[w - 1]) / max(1, len(window)),
             "real_tokens_per_second": tokens / seconds, "mean_batch_tokens": mean_tokens,
             "model_tflops": achieved / 1e12, "padded_tflops": padded / seconds / 1e12,
             "peak_fp32_tflops": peaks["fp32"] / 1e12, "peak_bf16_tflops": peaks["bf16"] / 1e12,
