@@ -86,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="+", default=None,
                    help="precision:batch_size pairs, precision auto | fp32 | bf16 (batch 32 = the training "
                         "bench's hyper-parameters); a third field frozen_emb adds freeze.embeddings=true (opt-in, "
-                        "see the README). Default: " + " ".join(DEFAULT_RUNS) + ", without the bf16 runs on a CPU "
+                        "see the README), tokN sets train.batch_tokens=N (batch_size then caps the items). "
+                        "Default: " + " ".join(DEFAULT_RUNS) + ", without the bf16 runs on a CPU "
                         "without native bf16 (no AVX-512 BF16 / AMX), where bf16 matmuls are emulated ~50x slower "
                         "than fp32 and a bf16 run would take hours to measure nothing a user would run")
     p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
@@ -192,6 +193,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     requested, batch_size, *flags = args.side.split(":")
     precision = resolve_precision(requested)
     batch_size = int(batch_size)
+    batch_tokens = next((int(f[3:]) for f in flags if f.startswith("tok")), None)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     peak_n = {name: peak_size(dt, args.peak_n) for name, dt in dtypes.items()}
     peaks = {name: matmul_flops_per_second(dt, peak_n[name], peak_n[name], peak_n[name], args.peak_repeats)
@@ -200,7 +202,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     cfg = config_from_dict({
         "model": minilm_path(), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
         "data": {"text_column": "sentence", "label_column": "label", "max_length": max_length(args)},
-        "train": {"max_steps": total_steps, "batch_size": batch_size, "lr": args.lr, "precision": precision,
+        "train": {"max_steps": total_steps, "batch_size": batch_size, "batch_tokens": batch_tokens,
+                  "lr": args.lr, "precision": precision,
                   "progress": False, "num_threads": args.threads, "eval_every": 0, "keep_checkpoints": 1,
                   "log_every": 1000, "early_stopping": {"patience": None}},
         "eval": {"baselines": []}})
@@ -250,7 +253,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
               for name, dt in dtypes.items()}
     achieved = real / seconds
     best_peak = max(peaks.values())
-    return {"requested": requested, "precision": precision, "batch_size": batch_size,
+    return {"requested": requested, "precision": precision, "batch_size": batch_size, "batch_tokens": batch_tokens,
+            "mean_batch_items": sum(len(lengths) for lengths, _ in window) / max(1, len(window)),
             "steps_measured": len(window), "seconds": seconds,
             "page_faults_per_step": (faults[s - 1] - faults[w - 1]) / max(1, len(window)),
             "real_tokens_per_second": tokens / seconds, "mean_batch_tokens": mean_tokens,
@@ -268,7 +272,8 @@ def summarise(results: list[dict[str, Any]], runs: list[str]) -> list[str]:
     """The table, per-setting medians and the two checks. MFU against the bf16 peak is shown only where bf16 is
     native: against an emulated bf16 peak (~1 GFLOP/s) any run scores thousands of percent."""
     shown = [{**r, "mfu_bf16_peak": r.get("mfu_bf16_peak") if r.get("bf16_native", True) else None} for r in results]
-    lines = [table(shown, [("real tok/s", "real_tokens_per_second", "{:.0f}"),
+    lines = [table(shown, [("items/batch", "mean_batch_items", "{:.1f}"),
+                           ("real tok/s", "real_tokens_per_second", "{:.0f}"),
                            ("model TFLOP/s", "model_tflops", "{:.3f}"),
                            ("padded TFLOP/s", "padded_tflops", "{:.3f}"),
                            ("peak fp32", "peak_fp32_tflops", "{:.3f}"), ("peak bf16", "peak_bf16_tflops", "{:.3f}"),

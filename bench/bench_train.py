@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dev-limit", type=int, default=None, help="first N rows of dev.tsv (default: all 872)")
     p.add_argument("--epochs", type=float, default=3, help="configs/classification/sst2.yaml's")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help="TuneForge sides only: train.batch_tokens=N (token-budget batches, --batch-size caps the "
+                        "items); the HF sides keep fixed batches of --batch-size")
     p.add_argument("--lr", type=float, default=3e-5, help="configs/classification/sst2.yaml's")
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="configs/classification/sst2.yaml's")
     p.add_argument("--weight-decay", type=float, default=0.01)
@@ -215,8 +218,14 @@ def data(args: argparse.Namespace) -> tuple[list, list]:
     return train, dev
 
 
-def warmup_steps(args: argparse.Namespace, n_train: int) -> tuple[int, int]:
-    total = math.ceil(math.ceil(n_train / args.batch_size) * args.epochs)
+def warmup_steps(args: argparse.Namespace, n_train: int, lengths: list[int] | None = None) -> tuple[int, int]:
+    """(total optimizer steps, warmup steps); with ``lengths`` and ``--batch-tokens``, of TuneForge's token-budget
+    batches."""
+    from tuneforge.training.batching import num_batches
+
+    batches = (num_batches(lengths, args.batch_size, args.batch_tokens) if lengths is not None and args.batch_tokens
+               else math.ceil(n_train / args.batch_size))
+    total = math.ceil(batches * args.epochs)
     return total, int(round(args.warmup_ratio * total))
 
 
@@ -237,7 +246,8 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
     cfg = config_from_dict({
         "model": minilm_path(), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
         "data": {"text_column": "sentence", "label_column": "label", "max_length": args.max_length},
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "batch_tokens": args.batch_tokens,
+                  "lr": args.lr,
                   "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay,
                   "max_grad_norm": args.max_grad_norm, "precision": precision, "progress": False,
                   "num_threads": args.threads, "keep_checkpoints": 1, "log_every": 100,
@@ -255,7 +265,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
     task.setup(train_ex, load_tokenizer(resolved.path))
     train_feats = [task.encode(ex) for ex in train_ex]  # tokenised once, as runner.train does
     dev_feats = [task.encode(ex) for ex in dev_ex]
-    n_steps, _ = warmup_steps(args, len(train_feats))
+    n_steps, _ = warmup_steps(args, len(train_feats), [f["length"] for f in train_feats])
     set_seed(args.seed)  # the head's init, as runner.train seeds it
     built = build_model(task, resolved, cfg.train.dropout, "full", 0, None, n_steps,
                         freeze_embeddings=cfg.freeze.embeddings)

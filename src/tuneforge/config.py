@@ -90,7 +90,11 @@ class EarlyStoppingConfig:
 class TrainConfig:
     epochs: float = _f(3, "Number of passes over the training split.")
     max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = _f(32, "Examples per micro-batch.")
+    batch_size: int = _f(32, "Examples per micro-batch (with batch_tokens: at most this many).")
+    batch_tokens: int | None = _f(None, "Token budget per micro-batch: items x the longest item's length (the padded "
+                                        "size) stays <= this, so short items share big batches and long ones get "
+                                        "small ones, up to batch_size items; needs batching: length_grouped. "
+                                        "null = a fixed batch_size.")
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
     lr: float = _f(5e-5, "Peak learning rate for the backbone.")
     head_lr: float | None = _f(None, "Learning rate for new head parameters; defaults to lr.")
@@ -318,6 +322,12 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{section}.{name}: {value!r} is not one of {', '.join(map(str, choices))}")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+    if cfg.train.batch_tokens is not None:
+        if cfg.train.batch_tokens < 1:
+            raise ConfigError(f"train.batch_tokens: {cfg.train.batch_tokens!r} must be >= 1 (or null)")
+        if cfg.train.batching != "length_grouped":
+            raise ConfigError("train.batch_tokens needs train.batching: length_grouped (a token budget groups items "
+                              f"by length), not {cfg.train.batching!r}")
     if cfg.train.layer_lr_decay is not None and not 0 < cfg.train.layer_lr_decay <= 1:
         raise ConfigError(f"train.layer_lr_decay: {cfg.train.layer_lr_decay!r} must be in (0, 1]")
     for key in ("dropout", "attention_dropout"):

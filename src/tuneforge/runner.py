@@ -20,6 +20,7 @@ from tuneforge.io_utils import atomic_write_json
 from tuneforge.meta import build_meta
 from tuneforge.models import ResolvedModel, load_backbone, load_tokenizer, resolve_model
 from tuneforge.tasks.base import Task, TaskContext, build_task
+from tuneforge.training.batching import num_batches
 from tuneforge.training.loop import fit
 from tuneforge.training.precision import describe_auto, run_precision
 from tuneforge.training.steps import steps_per_epoch
@@ -124,7 +125,7 @@ def train(cfg: RunConfig) -> RunResult:
                                 data.splits.get(test_name, []))
 
     set_seed(cfg.seed)  # the new head's initialisation must not depend on what ran before
-    n_batches = -(-len(features["train"]) // cfg.train.batch_size)
+    n_batches = num_batches([f["length"] for f in features["train"]], cfg.train.batch_size, cfg.train.batch_tokens)
     n_steps = cfg.train.max_steps or int(steps_per_epoch(n_batches, cfg.train.grad_accum) * cfg.train.epochs)
     built = build_model(task, resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft, n_steps,
                         attention_dropout=cfg.train.attention_dropout, freeze_embeddings=cfg.freeze.embeddings)

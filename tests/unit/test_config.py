@@ -33,6 +33,8 @@ def test_yaml_string_numbers_become_floats(tmp_path):
     ({"data": {"skip_bad_rows": "yes"}}, "data.skip_bad_rows: expected true/false"),
     ({"loss": {"class_weights": "inverse"}}, "loss.class_weights"),
     ({"data": "x.csv"}, "data: expected a mapping"),
+    ({"train": {"batch_tokens": 0}}, "train.batch_tokens: 0 must be >= 1"),
+    ({"train": {"batch_tokens": 512, "batching": "random"}}, "train.batch_tokens needs train.batching: length_grouped"),
 ])
 def test_errors_name_the_field(raw, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tuneforge.training.batching import BatchSampler
+from tuneforge.training.batching import BatchSampler, num_batches, token_budget_sizes
 from tuneforge.training.optim import lr_lambda, param_groups
 from tuneforge.training.steps import accumulation_windows, scaled_loss, total_steps
 
@@ -121,3 +121,42 @@ def test_clip_in_fused_step_matches_clip_grad_norm(max_norm):
         assert norm_new == pytest.approx(norm_ref)
     for p, q in zip(ref, new):
         torch.testing.assert_close(p, q, atol=1e-7, rtol=1e-6)
+
+
+def test_token_budget_sizes_fill_batches_up_to_both_caps():
+    # ascending lengths: 3 ones hit the item cap; then 1+5 fit 2 x 5 = 10; a third 5 would pad to 15; 10 alone
+    assert token_budget_sizes([1, 1, 1, 1, 5, 5, 10], batch_size=3, max_tokens=10) == [3, 2, 1, 1]
+    assert token_budget_sizes([30, 40], batch_size=8, max_tokens=16) == [1, 1]  # too long for the budget: alone
+    assert token_budget_sizes([], batch_size=8, max_tokens=16) == []
+
+
+def test_token_budget_sampler_keeps_shapes_deals_items_anew_and_respects_the_budget():
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.choice([3, 4, 5, 8, 12, 20, 40, 90]) for _ in range(2000)]
+    budget = 256
+    s = BatchSampler(lengths, 64, seed=7, max_tokens=budget)
+    seen = []
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        batches = s.batches()
+        assert len(batches) == len(s) == num_batches(lengths, 64, budget)
+        assert sorted(i for b in batches for i in b) == list(range(2000))  # every item once an epoch
+        for b in batches:
+            assert len(b) <= 64
+            assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget
+        seen.append(batches)
+    assert sorted(map(len, seen[0])) == sorted(map(len, seen[1]))  # the same shapes every epoch
+    assert {frozenset(b) for b in seen[0]} != {frozenset(b) for b in seen[1]}  # dealt anew
+    s.set_epoch(1)
+    assert s.batches() == seen[1]  # deterministic per (seed, epoch): resume can skip batches exactly
+    sizes = {len(b) for b in seen[0]}
+    assert max(sizes) == 64 and min(sizes) <= 3  # short items share big batches, long ones get small ones
+    plain = BatchSampler(lengths, 32, seed=7)
+    assert len(s) != len(plain)
+
+
+def test_token_budget_needs_length_grouping():
+    with pytest.raises(ValueError, match="length-grouped"):
+        BatchSampler([3, 4], 2, seed=0, length_grouped=False, max_tokens=8)

@@ -95,7 +95,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
             print(f"active vocabulary: training {rows:,} of {vocab:,} word-embedding rows ({rows / vocab:.0%}); "
                   f"the rest only decay (train.active_vocab)")
     sampler = BatchSampler([f["length"] for f in train], cfg.batch_size, seed,
-                           length_grouped=cfg.batching == "length_grouped")
+                           length_grouped=cfg.batching == "length_grouped",
+                           max_tokens=getattr(cfg, "batch_tokens", None))
     loader = DataLoader(list(train), batch_sampler=sampler, collate_fn=task.collate)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.head_lr, cfg.momentum,
                                 cfg.layer_lr_decay)
