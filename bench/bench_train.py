@@ -223,7 +223,7 @@ def warmup_steps(args: argparse.Namespace, n_train: int, lengths: list[int] | No
     batches."""
     from tuneforge.training.batching import num_batches
 
-    batches = (num_batches(lengths, args.batch_size, args.batch_tokens) if lengths is not None and args.batch_tokens
+    batches = (num_batches(lengths, args.batch_size, args.batch_tokens) if lengths is not None
                else math.ceil(n_train / args.batch_size))
     total = math.ceil(batches * args.epochs)
     return total, int(round(args.warmup_ratio * total))

@@ -32,7 +32,6 @@ class BatchSampler:
         self.shuffle = shuffle
         self.length_grouped = length_grouped
         self.mega = mega
-        self.max_tokens = max_tokens
         self.epoch = 0
         self.sizes = token_budget_sizes(sorted(self.lengths), batch_size, max_tokens) if max_tokens else None
 
@@ -69,9 +68,7 @@ class BatchSampler:
         return iter(self.batches())
 
     def __len__(self) -> int:
-        if self.sizes is not None:
-            return len(self.sizes)
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        return len(self.sizes) if self.sizes is not None else num_batches(self.lengths, self.batch_size)
 
 
 def token_budget_sizes(sorted_lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[int]:
