@@ -2,17 +2,27 @@
 ``tuneforge predict|serve RUN --precision int8``.
 
 What it does. Every ``nn.Linear`` of the body (not the pooler, not the task head) becomes an ``Int8Linear``:
-weights are quantised once, symmetric per output channel; activations are quantised per token (per row) at run time,
-symmetric, from the row's own max; the int8 x int8 product runs in ``torch._int_mm`` (int32 accumulation; VNNI on x86)
-and is scaled back to fp32 with the bias. An attention block's query/key/value projections read the same input, so
-they are fused into one product (the input is quantised once), and BERT's intermediate GELU runs inside the same
-kernel. Quantise, product, scales, bias (and GELU) are one ``torch.compile`` function (built on first use, cached by
-Inductor on disk; eager ops when no C++ compiler is there or ``TUNEFORGE_INT8_COMPILE=0``). Attention, LayerNorm,
-pooling and the head stay fp32.
+weights are quantised once, symmetric per output channel; activations are quantised per token (per row) at run time
+from the row's own range; the int8 product accumulates in int32 and is scaled back to fp32 with the bias. An
+attention block's query/key/value projections read the same input, so they are fused into one product (the input is
+quantised once), and BERT's intermediate GELU runs in the same step. Attention, LayerNorm, pooling and the head
+stay fp32. Two kernels; the faster one on this CPU is picked once per process (``int8_kernel``):
+
+- ``int_mm``: ``torch._int_mm``, int8 activations symmetric per row (max |x| → 127), int8 weights (±127).
+  Quantise, product, scales, bias (and GELU) are one ``torch.compile`` function (built on first use, cached by
+  Inductor on disk; eager ops when no C++ compiler is there or ``TUNEFORGE_INT8_COMPILE=0``). Fast with VNNI;
+  on a CPU without it (AVX2 only: EPYC Milan) it is a reference loop, 30x slower than fp32.
+- ``onednn``: oneDNN's u8 x s8 product (``torch.ops.onednn.qlinear_pointwise``, x86), activations asymmetric
+  per row (the row's [min, max] → 0..255, its zero point taken out afterwards with the weights' column sums),
+  weights on 7 bits (±63). Without VNNI x86 multiplies u8 by s8 in pairs summed into int16 (``vpmaddubsw``),
+  which saturates past 32,767: 255 x 63 x 2 = 32,130 never does, so the product is exact integer maths on every
+  x86 CPU. 2.4x fp32's speed for MiniLM's FFN product on a 2-core EPYC Milan (AVX2).
 
 Why per token: BERT activations have outlier tokens and channels; one scale per batch (``torch.ao``'s dynamic
 quantisation) moved MiniLM SST-2 logits by up to 1.7 and flipped 33-42 of 872 labels. Per-token scales move them by
-at most ~0.3 (measured on the bench runs; weights alone ~0.17).
+at most ~0.3 (measured on the bench runs; weights alone ~0.17). Asymmetric rows spend all 256 levels on the row's
+range (GELU outputs are nearly all positive), which more than pays for the 7-bit weights: the largest top-2 gap
+error on SST-2 dev was 0.53 for ``onednn`` and 0.61 for ``int_mm`` (quick 4,000-row run).
 
 Labels stay those of the fp32 model: a row whose int8 decision is within ``NEAR_TIE_MARGIN`` logits of changing
 (top-2 gap, or a multi-label logit near 0) is recomputed at the end (evaluate.recheck_near_ties) by the fp32 model,
@@ -20,8 +30,8 @@ which is kept beside the int8 copy and shares its embeddings and other unquantis
 a top-2 gap measured over 13,800 SST-2/BANKING77 texts on three runs was 0.55 logits; rows outside the margin cannot
 flip unless an error is larger.
 
-Speed on 2 Xeon cores (AVX-512 VNNI, no AMX), MiniLM: see bench/bench_inference.py and the README. Sequence-level
-classification only (single-label, multi-label, pairs); adapter runs are merged first when the method can be merged.
+Speed on 2 cores, MiniLM: see bench/bench_inference.py and the README. Sequence-level classification only
+(single-label, multi-label, pairs); adapter runs are merged first when the method can be merged.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import copy
 import functools
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -49,26 +60,8 @@ class Int8Error(ValueError):
     """int8 inference cannot serve this run (unsupported task or adapter)."""
 
 
-@functools.cache
-def cpu_int8_speedup() -> float:
-    """fp32 seconds over int8 seconds of one FFN-sized product (``torch.mm`` against ``torch._int_mm``) on this CPU,
-    at the current thread count. Measured 0.03-0.05 on a 2-core EPYC Milan (AVX2, no AVX-512/AVX-VNNI): 460 ms
-    against fp32's 12.6 ms for a 1024x384x1536 product."""
-    from tuneforge.training.precision import matmul_seconds
-
-    return (matmul_seconds(torch.float32, *_PROBE, repeats=3)
-            / matmul_seconds(torch.int8, *_PROBE, repeats=3, op=torch._int_mm))
-
-
-def int8_too_slow() -> str | None:
-    """Why int8 would be slower than fp32 on this CPU, or None when it is not (or on a GPU, or with
-    ``TUNEFORGE_INT8_FORCE=1``). Labels are fp32's either way; only the speed differs."""
-    if os.environ.get(FORCE_ENV, "0") == "1" or torch.cuda.is_available() or not hasattr(torch, "_int_mm"):
-        return None
-    speedup = cpu_int8_speedup()
-    if speedup >= INT8_MIN_SPEEDUP:
-        return None
-    return f"an int8 matmul (torch._int_mm) runs at {speedup:.2f}x fp32's speed on this CPU"
+KERNEL_ENV = "TUNEFORGE_INT8_KERNEL"  # int_mm | onednn: use this kernel instead of the faster one
+ONEDNN_WEIGHT_MAX = 63  # 7-bit weights: u8 x s8 pairs stay under int16's 32,767 without VNNI (255 x 63 x 2)
 
 
 def _int8_linear(x: torch.Tensor, weight: torch.Tensor, col_scale: torch.Tensor, bias: torch.Tensor | None,
@@ -80,6 +73,104 @@ def _int8_linear(x: torch.Tensor, weight: torch.Tensor, col_scale: torch.Tensor,
     out = acc * col_scale
     out = torch.addcmul(bias, out, row_scale) if bias is not None else out * row_scale
     return nn.functional.gelu(out) if gelu else out
+
+
+def _quantize_rows_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(M, K) fp32 → u8 codes, the rows' scales and zero points (M, 1): row r's [min, max] spans 0..255."""
+    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+    scale = (hi - lo).clamp_min(1e-12) / 255
+    zero = torch.round(-lo / scale)
+    return torch.clamp(torch.round(x / scale) + zero, 0, 255).to(torch.uint8), scale, zero
+
+
+def _dequantize_rows(acc: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, col_sum: torch.Tensor,
+                     bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
+    """``acc`` = codes x int8 weights x column scales (fp32): take the rows' zero points out (``col_sum``: the
+    weights' column sums x column scales), scale the rows, add the bias, (``gelu``) the exact GELU."""
+    out = acc - zero * col_sum
+    out = torch.addcmul(bias, out, scale) if bias is not None else out * scale
+    return nn.functional.gelu(out) if gelu else out
+
+
+def _onednn_product(codes: torch.Tensor, packed: torch.Tensor, col_scale: torch.Tensor,
+                    zeros: torch.Tensor) -> torch.Tensor:
+    """u8 (M, K) x prepacked int8 weights → fp32 (M, N) x column scales, by oneDNN (exact int32 accumulation)."""
+    return torch.ops.onednn.qlinear_pointwise(codes, 1.0, 0, packed, col_scale, zeros, None, 1.0, 0, torch.float32,
+                                              "none", [], "")
+
+
+def onednn_available() -> bool:
+    """oneDNN's quantised linear is there (x86 CPU builds of torch)."""
+    try:
+        return hasattr(torch.ops.onednn, "qlinear_pointwise") and torch.backends.mkldnn.is_available()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _kernel_seconds(kernel: str, m: int, k: int, n: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds of one (m, k) x (k, n) ``Int8Linear`` forward with ``kernel``, quantising
+    included (fp32 in, fp32 out), after a warm-up call."""
+    gen = torch.Generator().manual_seed(0)
+    lin = nn.Linear(k, n)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(n, k, generator=gen) / k ** 0.5)
+    layer, x = Int8Linear([lin], kernel), torch.randn(m, k, generator=gen)
+    with torch.inference_mode():
+        layer(x)
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            layer(x)
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def available_kernels() -> tuple[str, ...]:
+    return tuple(k for k, ok in (("int_mm", hasattr(torch, "_int_mm")), ("onednn", onednn_available())) if ok)
+
+
+@functools.cache
+def kernel_speedups() -> dict[str, float]:
+    """fp32 seconds over int8 seconds of one FFN-sized ``Int8Linear`` (quantising included) per available kernel,
+    on this CPU at the current thread count. Measured on a 2-core EPYC Milan (AVX2, no VNNI): ``int_mm`` 0.03-0.05
+    (a reference loop: 460 ms against fp32's 12.6 ms for a 1024x384x1536 product), ``onednn`` about 2."""
+    from tuneforge.training.precision import matmul_seconds
+
+    fp32 = matmul_seconds(torch.float32, *_PROBE, repeats=3)
+    return {kernel: fp32 / _kernel_seconds(kernel, *_PROBE) for kernel in available_kernels()}
+
+
+def int8_kernel() -> str:
+    """The kernel ``Int8Linear`` uses by default: ``TUNEFORGE_INT8_KERNEL`` when set, else the fastest one here
+    (``int_mm`` on a GPU, where ``onednn`` does not run)."""
+    forced = os.environ.get(KERNEL_ENV)
+    kernels = available_kernels()
+    if forced:
+        if forced not in kernels:
+            raise Int8Error(f"{KERNEL_ENV}={forced!r}: this torch build offers {', '.join(kernels) or 'none'}")
+        return forced
+    if not kernels:
+        raise Int8Error(f"precision int8 needs torch._int_mm or oneDNN (torch {torch.__version__} has neither)")
+    if torch.cuda.is_available() or len(kernels) == 1:
+        return kernels[0]
+    speedups = kernel_speedups()
+    return max(speedups, key=speedups.__getitem__)
+
+
+def cpu_int8_speedup() -> float:
+    """fp32 seconds over int8 seconds of one FFN-sized product with the kernel ``int8_kernel`` picks."""
+    return kernel_speedups()[int8_kernel()]
+
+
+def int8_too_slow() -> str | None:
+    """Why int8 would be slower than fp32 on this CPU, or None when it is not (or on a GPU, or with
+    ``TUNEFORGE_INT8_FORCE=1``). Labels are fp32's either way; only the speed differs."""
+    if os.environ.get(FORCE_ENV, "0") == "1" or torch.cuda.is_available():
+        return None
+    speedup = cpu_int8_speedup()
+    if speedup >= INT8_MIN_SPEEDUP:
+        return None
+    return f"an int8 product ({int8_kernel()} kernel) runs at {speedup:.2f}x fp32's speed on this CPU"
 
 
 class _Compiled:
@@ -104,17 +195,39 @@ class _Compiled:
 
 
 INT8_LINEAR = _Compiled(_int8_linear)
+QUANTIZE_ROWS_U8 = _Compiled(_quantize_rows_u8)
+DEQUANTIZE_ROWS = _Compiled(_dequantize_rows)
+
+
+class _Shared:
+    """A read-only value that ``copy.deepcopy`` shares instead of copying (oneDNN's packed weights cannot be)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Shared:
+        return self
 
 
 class Int8Linear(nn.Module):
     """``nn.Linear`` (or several stacked along the output: fused q/k/v) with int8 weights (symmetric, per output
-    channel) and per-token int8 activations, optionally followed by GELU. Input and output are fp32."""
+    channel) and per-token int8 activations, optionally followed by GELU. Input and output are fp32. ``kernel``:
+    ``int_mm`` or ``onednn`` (module docstring); by default the faster one here (``int8_kernel``)."""
 
-    def __init__(self, linears: list[nn.Linear]):
+    def __init__(self, linears: list[nn.Linear], kernel: str | None = None):
         super().__init__()
+        self.kernel = kernel or int8_kernel()
         weight = torch.cat([lin.weight.detach().float() for lin in linears])  # (N, K)
-        scale = weight.abs().amax(1).clamp_min(1e-12) / 127
-        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8).t().contiguous())
+        top = ONEDNN_WEIGHT_MAX if self.kernel == "onednn" else 127
+        scale = weight.abs().amax(1).clamp_min(1e-12) / top
+        codes = torch.round(weight / scale[:, None]).to(torch.int8)
+        if self.kernel == "onednn":
+            # oneDNN's prepacked layout is an opaque tensor (no storage): not a buffer, and shared by copies
+            self.packed = _Shared(torch.ops.onednn.qlinear_prepack(codes, None))
+            self.register_buffer("col_sum", codes.sum(1).float() * scale)
+            self.register_buffer("zero_points", torch.zeros(len(scale), dtype=torch.long))
+        else:
+            self.register_buffer("weight_int8", codes.t().contiguous())
         self.register_buffer("weight_scale", scale)
         biases = [lin.bias for lin in linears]
         bias = None if any(b is None for b in biases) else torch.cat([b.detach().float() for b in biases])
@@ -123,13 +236,18 @@ class Int8Linear(nn.Module):
         self.gelu = False  # set by quantize_body when the next step is an exact GELU (BERT's intermediate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = INT8_LINEAR(x.reshape(-1, self.in_features).float(), self.weight_int8, self.weight_scale, self.bias,
-                          self.gelu)
+        flat = x.reshape(-1, self.in_features).float()
+        if self.kernel == "onednn":
+            codes, scale, zero = QUANTIZE_ROWS_U8(flat)
+            acc = _onednn_product(codes, self.packed.value, self.weight_scale, self.zero_points)
+            out = DEQUANTIZE_ROWS(acc, scale, zero, self.col_sum, self.bias, self.gelu)
+        else:
+            out = INT8_LINEAR(flat, self.weight_int8, self.weight_scale, self.bias, self.gelu)
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-                + (", gelu" if self.gelu else ""))
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"kernel={self.kernel}" + (", gelu" if self.gelu else ""))
 
 
 class _FusedPart(nn.Module):
@@ -153,14 +271,14 @@ class _FusedPart(nn.Module):
         return y[..., self.start:self.end]
 
 
-def _fuse_qkv(module: nn.Module) -> bool:
+def _fuse_qkv(module: nn.Module, kernel: str | None = None) -> bool:
     """Replace ``module``'s q/k/v ``nn.Linear`` projections (BERT's query/key/value, Llama's q_proj/k_proj/v_proj)
     by three ``_FusedPart`` views of one ``Int8Linear``. False when the module has no such trio."""
     for names in _QKV_NAMES:
         lins = [getattr(module, n, None) for n in names]
         if all(type(lin) is nn.Linear for lin in lins) and len({lin.in_features for lin in lins}) == 1 \
                 and len({lin.bias is None for lin in lins}) == 1:
-            fused, start = Int8Linear(lins), 0
+            fused, start = Int8Linear(lins, kernel), 0
             for i, (name, lin) in enumerate(zip(names, lins)):
                 part = _FusedPart(fused, start, start + lin.out_features, i == 0, i == len(names) - 1)
                 setattr(module, name, part)
@@ -169,17 +287,19 @@ def _fuse_qkv(module: nn.Module) -> bool:
     return False
 
 
-def quantize_body(body: nn.Module, skip: tuple[str, ...] = ("pooler",)) -> int:
-    """Replace ``body``'s ``nn.Linear`` layers (not under a name in ``skip``) in place; returns how many."""
+def quantize_body(body: nn.Module, skip: tuple[str, ...] = ("pooler",), kernel: str | None = None) -> int:
+    """Replace ``body``'s ``nn.Linear`` layers (not under a name in ``skip``) in place; returns how many.
+    ``kernel``: ``Int8Linear``'s (by default ``int8_kernel()``)."""
+    kernel = kernel or int8_kernel()
     count = 0
     for name, module in list(body.named_modules()):
         if any(s in name.split(".") for s in skip):
             continue
-        if _fuse_qkv(module):
+        if _fuse_qkv(module, kernel):
             count += 3
         for child_name, child in list(module.named_children()):
             if type(child) is nn.Linear and child_name not in skip:
-                setattr(module, child_name, Int8Linear([child]))
+                setattr(module, child_name, Int8Linear([child], kernel))
                 count += 1
         _fuse_gelu(module)
     return count
@@ -219,8 +339,7 @@ def int8_classifier(model: nn.Module, task: Any, peft_method: str | None = None,
     if type(task) is not ClassificationTask:
         raise Int8Error(f"precision int8 serves sequence classification; this is a "
                         f"{getattr(task, 'name', type(task).__name__)} run: use fp32 or bf16")
-    if not hasattr(torch, "_int_mm"):
-        raise Int8Error(f"precision int8 needs torch._int_mm (torch {torch.__version__} has none)")
+    kernel = int8_kernel()  # refuses a torch build with no int8 kernel
     model = model.float().eval()
     peft_model = find_peft_model(model)
     if peft_model is not None:
@@ -234,7 +353,7 @@ def int8_classifier(model: nn.Module, task: Any, peft_method: str | None = None,
     body = getattr(quantized, "backbone", None)
     if body is None:
         raise Int8Error(f"precision int8: {type(model).__name__} has no backbone to quantise")
-    n = quantize_body(body)
+    n = quantize_body(body, kernel=kernel)
     if n == 0:
         raise Int8Error(f"precision int8: no nn.Linear layers found in {type(body).__name__}")
     return Int8Classifier(model, quantized.eval(), n).eval()
