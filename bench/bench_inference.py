@@ -144,8 +144,11 @@ def run_tuneforge(args: argparse.Namespace, texts: list[str], precision: str,
     preds, info = time_calls(lambda xs: [p["label"] for p in predictor.predict(xs)], texts, args.repeats,
                              {"load_seconds": load, "batch_size": args.batch_size, "backend": backend,
                               "precision": predictor.precision})
-    if predictor.precision == "int8":  # rows redone in fp32 (near ties), over all calls
+    if predictor.precision == "int8":  # rows redone in fp32 (near ties), over all calls; the kernel picked
+        from tuneforge.inference.int8 import Int8Linear
+
         info["near_tie_share"] = model.rows_rechecked / max(1, model.rows_predicted)
+        info["int8_kernel"] = next(m.kernel for m in model.modules() if isinstance(m, Int8Linear))
     return preds, info
 
 

@@ -49,20 +49,19 @@ from typing import Any
 import torch
 from torch import nn
 
-NEAR_TIE_MARGIN = 0.75  # logits; int8 decisions closer than this are redone in fp32 (largest gap error: 0.55)
+# logits; int8 decisions closer than this are redone in fp32 (largest gap errors: int_mm 0.55, onednn 0.53)
+NEAR_TIE_MARGIN = 0.75
 # an int8 product must beat fp32's to be worth the quantise steps; where it does not, int8 runs only when forced
 INT8_MIN_SPEEDUP = 1.0
 _PROBE = (512, 384, 1536)  # (m, k, n): MiniLM's FFN product over 512 tokens
 FORCE_ENV = "TUNEFORGE_INT8_FORCE"
+KERNEL_ENV = "TUNEFORGE_INT8_KERNEL"  # int_mm | onednn: use this kernel instead of the faster one
+ONEDNN_WEIGHT_MAX = 63  # 7-bit weights: u8 x s8 pairs stay under int16's 32,767 without VNNI (255 x 63 x 2)
 _QKV_NAMES = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
 
 
 class Int8Error(ValueError):
     """int8 inference cannot serve this run (unsupported task or adapter)."""
-
-
-KERNEL_ENV = "TUNEFORGE_INT8_KERNEL"  # int_mm | onednn: use this kernel instead of the faster one
-ONEDNN_WEIGHT_MAX = 63  # 7-bit weights: u8 x s8 pairs stay under int16's 32,767 without VNNI (255 x 63 x 2)
 
 
 def _int8_linear(x: torch.Tensor, weight: torch.Tensor, col_scale: torch.Tensor, bias: torch.Tensor | None,
@@ -117,8 +116,9 @@ def kernel_speedups(repeats: int = 9) -> dict[str, float]:
     """fp32 seconds over int8 seconds of one FFN-sized linear layer (``_PROBE``: MiniLM's 384 → 1536 over 512
     tokens, about one prediction batch) per available kernel, quantising included (fp32 in, fp32 out), on this CPU
     at the current thread count: best of ``repeats`` calls each, interleaved, so that a noisy neighbour slows all
-    sides alike (~0.2 s). Measured on a 2-core EPYC Milan (AVX2, no VNNI): ``int_mm`` 0.03-0.06 (a reference
-    loop: 460 ms against fp32's 12.6 ms for a 1024x384x1536 product), ``onednn`` 1.3-1.9."""
+    sides alike (~4 s on 2 cores, most of it the quantise kernels' first compile). Measured on a 2-core EPYC
+    Milan (AVX2, no VNNI): ``int_mm`` 0.02-0.06 (a reference loop: 460 ms against fp32's 12.6 ms for a
+    1024x384x1536 product), ``onednn`` 1.3-1.4."""
     m, k, n = _PROBE
     gen = torch.Generator().manual_seed(0)
     lin = nn.Linear(k, n)
