@@ -5,252 +5,49 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tuneforge.config_sections import (
+    DataConfig,
+    EarlyStoppingConfig,
+    EvalConfig,
+    FreezeConfig,
+    GenerationConfig,
+    HeadConfig,
+    LossConfig,
+    PeftConfig,
+    RunConfig,
+    SpanConfig,
+    SplitConfig,
+    TrainConfig,
+)
 from tuneforge.config_typing import ConfigError, build_section, field_hints
 
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
-@dataclass
-class SplitConfig:
-    validation: float = _f(0.1, "Share of the train file held out for validation when data.validation is unset.")
-    test: float = _f(0.1, "Share of the train file held out for test when data.test is unset.")
-    stratify: bool = _f(True, "Keep label proportions equal across splits.")
-    seed: int | None = _f(None, "Seed of the carving; null = the run's seed. Set it to keep one split while "
-                                "`seed` varies the training (init, order, dropout).")
-    group_duplicates: bool = _f(True, "Keep examples whose texts are equal after normalisation (the audit's exact-leak "
-                                      "rule) in one split, so carving does not copy train texts into validation or "
-                                      "test; sizes move by the duplicates moved.")
-
-
-@dataclass
-class DataConfig:
-    train: str | list[str] | None = _f(None, "Training file (CSV, TSV, JSON, JSONL or `lines`), or a list of files "
-                                             "read in order and concatenated.")
-    validation: str | list[str] | None = _f(None, "Validation file(s); carved from train when unset.")
-    test: str | list[str] | None = _f(None, "Test file(s); carved from train when unset.")
-    format: str = _f("auto", "auto (by extension) | csv | tsv | json | jsonl | lines | conll | squad | ...")
-    text_column: str = _f("text", "Column holding the input text.")
-    text_pair_column: str | None = _f(None, "Second text column for sentence-pair tasks.")
-    label_column: str = _f("label", "Column holding the label (a list or delimited string for multi-label).")
-    multi_label: bool = _f(False, "Each row may carry several labels.")
-    label_delimiter: str | None = _f(None, "Delimiter for multi-label strings, e.g. '|'.")
-    labels: list[str] | None = _f(None, "Fixed label set and order; inferred from train when unset.")
-    line_delimiter: str = _f("@", "For format `lines`: the text and label are split at the last occurrence.")
-    encoding: str = _f("utf-8", "File encoding, e.g. latin-1.")
-    target_suffix: str | None = _f(None, "For format `parallel`: the target file is the source file with this "
-                                         "extension (train.en + de → train.de); found when only one sibling.")
-    skip_bad_rows: bool = _f(False, "Skip malformed rows instead of failing; the audit counts them with reasons.")
-    max_length: int = _f(128, "Maximum tokens per example; longer inputs are truncated and counted by the audit.")
-    limit: int | None = _f(None, "Use only the first N training rows (after the split), for quick runs.")
-    validation_limit: int | None = _f(None, "Use only the first N validation rows (after the split): generative "
-                                            "tasks decode every validation prompt at each evaluation.")
-    test_limit: int | None = _f(None, "Use only the first N test rows (after the split); the report says so.")
-    split: SplitConfig = _f(None, "How a single file is split.", )
-    near_duplicate_threshold: float = _f(0.9, "Jaccard similarity of word 3-shingles above which texts are near-duplicates.")
-
-    def __post_init__(self) -> None:
-        if self.split is None:
-            self.split = SplitConfig()
-
-
-@dataclass
-class HeadConfig:
-    pooling: str = _f("auto", "auto | mean | cls | last | pooler | mean_pooler: how token states become one "
-                      "vector (pooler = the checkpoint's pretrained dense+tanh on [CLS], as in "
-                      "AutoModelForSequenceClassification; mean_pooler = the mean and the pooler side by side). "
-                      "auto = mean_pooler for encoders with a pretrained pooler, else mean; last for decoders.")
-    dropout: float = _f(0.1, "Dropout before the classification layer.")
-
-
-@dataclass
-class LossConfig:
-    class_weights: str | list[float] | None = _f(None, "None, 'auto' (inverse frequency) or a list per label.")
-    label_smoothing: float = _f(0.0, "Label smoothing for cross-entropy.")
-
-
-@dataclass
-class EarlyStoppingConfig:
-    metric: str = _f("auto", "Validation metric to watch; auto = the task's main metric.")
-    mode: str = _f("max", "max or min.")
-    patience: int | None = _f(3, "Evaluations without improvement before stopping; null disables.")
-    min_delta: float = _f(0.0, "Smallest change that counts as an improvement.")
-
-
-@dataclass
-class TrainConfig:
-    epochs: float = _f(3, "Number of passes over the training split.")
-    max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = _f(32, "Examples per micro-batch (with batch_tokens: at most this many).")
-    batch_tokens: int | None = _f(None, "Token budget per micro-batch: items x the longest item's length (the padded "
-                                        "size) stays <= this, so short items share big batches and long ones get "
-                                        "small ones, up to batch_size items; needs batching: length_grouped. "
-                                        "null = a fixed batch_size.")
-    grad_accum: int = _f(1, "Micro-batches per optimizer step.")
-    lr: float = _f(5e-5, "Peak learning rate for the backbone.")
-    head_lr: float | None = _f(None, "Learning rate for new head parameters; defaults to lr.")
-    layer_lr_decay: float | None = _f(None, "Layer-wise lr decay: block i of L trains at lr * decay^(L-1-i), "
-                                            "embeddings at lr * decay^L; null = one lr for the whole body.")
-    optimizer: str = _f("adamw", "adamw | sgd.")
-    momentum: float = _f(0.9, "SGD momentum.")
-    weight_decay: float = _f(0.01, "Decoupled weight decay; never applied to biases and LayerNorm weights.")
-    scheduler: str = _f("linear", "linear | cosine | constant, each with warmup.")
-    warmup_ratio: float = _f(0.06, "Share of steps with linear warmup.")
-    max_grad_norm: float | None = _f(1.0, "Gradient clipping norm; null disables.")
-    dropout: float | None = _f(None, "Override the backbone's dropout probabilities.")
-    attention_dropout: float | None = _f(None, "Override only the attention-probability dropout (after "
-                                               "train.dropout). 0 lets SDPA use its fused kernel: on 2 CPU cores "
-                                               "MiniLM trains 1.5x faster at 256 tokens and keeps no T x T "
-                                               "tensors (no gain on short inputs). Accuracy effect: measure it.")
-    fast_dropout: bool = _f(True, "On CPU, draw dropout masks from 16-bit lanes of 64-bit random words instead of "
-                                  "one Bernoulli sample per element: same drop rate (to 8e-6) and scaling, ~3.5x "
-                                  "cheaper; a different random stream than nn.Dropout. Covers nn.Dropout modules and "
-                                  "the attention-probability dropout of sdpa models (training/fast_dropout.py).")
-    active_vocab: bool = _f(True, "Full fine-tuning with AdamW: train only the word-embedding rows the training "
-                                  "data uses; AdamW would only weight-decay the others, and that decay is applied "
-                                  "as one product (same result to fp32 rounding). MiniLM on SST-2: 38% of the rows, "
-                                  "~3% less time a step (training/active_vocab.py). Not used with ema_decay.")
-    ema_decay: float | None = _f(None, "Exponential moving average of the trainable weights (e.g. 0.999), updated "
-                                       "after every optimizer step; validation, the best checkpoint and the final "
-                                       "model use the average. null = off.")
-    precision: str = _f("auto", "auto (bf16 on a bf16 GPU, or on a CPU where a bf16 matmul measures >= 1.3x "
-                               "fp32's speed; else fp32) | bf16 | fp32.")
-    batching: str = _f("length_grouped", "length_grouped (dynamic padding, less waste) | random.")
-    feature_cache: bool = _f(True, "With a frozen bottom (head_only, top_k): run the frozen layers once, in eval mode "
-                                   "(no dropout in them), and train from their cached outputs; false = every step.")
-    eval_every: int = _f(0, "Validate every N optimizer steps (0 = only at epoch ends).")
-    save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = at each evaluation).")
-    keep_checkpoints: int = _f(2, "How many step checkpoints to keep.")
-    early_stopping: EarlyStoppingConfig = _f(None, "Stop when the validation metric stops improving.")
-    resume: bool = _f(False, "Continue from the latest checkpoint in output_dir.")
-    num_threads: int | None = _f(None, "torch intra-op threads; default = physical cores.")
-    progress: bool = _f(True, "Show a progress bar.")
-    log_every: int = _f(10, "Write train loss to metrics.jsonl every N steps.")
-
-    def __post_init__(self) -> None:
-        if self.early_stopping is None:
-            self.early_stopping = EarlyStoppingConfig()
-
-
-@dataclass
-class FreezeConfig:
-    policy: str = _f("full", "full (train all) | top_k | head_only | bitfit.")
-    k: int = _f(2, "For top_k: how many of the top transformer layers train.")
-    embeddings: bool = _f(False, "Freeze the word-embedding matrix (position/type embeddings and their LayerNorm "
-                                 "still train). Its dense gradient, clipping and AdamW update are ~19% of a "
-                                 "batch-32 MiniLM step (over half the parameters); SST-2 dev accuracy fell by "
-                                 "~0.5 points with it (README). Refused for tied or grown vocabularies.")
-
-
-@dataclass
-class PeftConfig:
-    method: str | None = _f(None, "lora | adalora | ia3 | prefix_tuning | prompt_tuning | p_tuning | adapter.")
-    r: int = _f(8, "LoRA rank (initial rank for AdaLoRA).")
-    alpha: int = _f(16, "LoRA scaling alpha.")
-    dropout: float = _f(0.1, "Dropout inside the adapter.")
-    target_modules: list[str] | None = _f(None, "Module names to adapt. Unset: LoRA/AdaLoRA adapt every linear layer of "
-                                                  "the transformer blocks; IA3 uses peft's per-architecture default.")
-    num_virtual_tokens: int = _f(20, "Prefix/prompt length for prompt-learning methods.")
-    target_r: int = _f(4, "AdaLoRA: average target rank.")
-    adapter_size: int = _f(64, "Bottleneck adapter width.")
-    adapter_kind: str = _f("pfeiffer", "Bottleneck adapter placement: pfeiffer | houlsby.")
-
-
-@dataclass
-class EvalConfig:
-    baselines: list[str] = _f(["majority", "zero_shot"], "Baselines scored on the test split next to the tuned model.")
-    batch_size: int = _f(64, "Batch size for evaluation and prediction.")
-
-
-@dataclass
-class GenerationConfig:
-    """Options of the generative tasks (generation, classification_generative); the other tasks ignore them."""
-
-    schema: str = _f("auto", "Record shape: auto | alpaca | sharegpt | messages | prompt_response | summarization "
-                             "(dialogsum, samsum) | translation (parallel files or source/target records).")
-    instruction: str | None = _f(None, "User instruction put before the text for summarization, translation and "
-                                       "classification_generative; a per-schema default when unset.")
-    system_prompt: str | None = _f(None, "System message added to every conversation that has none.")
-    packing: bool = _f(False, "Pack each micro-batch's examples into rows of data.max_length tokens; attention and "
-                              "loss stay inside each example (block-diagonal mask, positions restart).")
-    max_new_tokens: int = _f(64, "Longest generated answer, in tokens.")
-    num_beams: int = _f(1, "Beam width; 1 = greedy (or sampling with do_sample).")
-    do_sample: bool = _f(False, "Sample instead of greedy/beam decoding.")
-    temperature: float = _f(1.0, "Sampling temperature (do_sample only).")
-    top_p: float = _f(1.0, "Nucleus sampling mass (do_sample only).")
-    eval_batch_size: int = _f(16, "Prompts the zero-shot baseline decodes together (validation, test and "
-                                  "prediction use eval.batch_size).")
-
-    def __post_init__(self) -> None:
-        checks = {"max_new_tokens": self.max_new_tokens >= 1, "num_beams": self.num_beams >= 1,
-                  "temperature": self.temperature > 0, "top_p": 0 < self.top_p <= 1,
-                  "eval_batch_size": self.eval_batch_size >= 1}
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"generation.{name}: {getattr(self, name)!r} is out of range")
-
-
-@dataclass
-class SpanConfig:
-    """Options of the span tasks (ner, relation, qa); the other tasks ignore them."""
-
-    label_all_subwords: bool = _f(False, "ner: train on every subword (continuations get I- tags); "
-                                         "false = first subword only, the rest are ignored (-100).")
-    negative_relation: str = _f("Other", "relation: the no-relation label, left out of the macro-F1 "
-                                         "(SemEval-2010 Task 8 convention).")
-    doc_stride: int = _f(128, "qa: tokens shared by consecutive context windows (HF run_qa's doc_stride).")
-    max_answer_length: int = _f(30, "qa: longest answer span, in tokens, that decoding may return.")
-    max_question_length: int = _f(64, "qa: questions longer than this many tokens are cut.")
-    null_score_threshold: float = _f(0.0, "qa (SQuAD v2.0): answer 'no answer' when the null score beats the "
-                                           "best span by more than this.")
-
-
-@dataclass
-class RunConfig:
-    model: str = _f("minilm", "minilm | smollm2 | a local path | a hub id.")
-    task: str = _f("classification", "Task name from the task registry.")
-    output_dir: str = _f("runs/run", "Run directory: config, checkpoints, metrics, report.")
-    seed: int = _f(42, "Seed for splits, initialisation, shuffling and dropout.")
-    data: DataConfig = _f(None, "Input files and columns.")
-    head: HeadConfig = _f(None, "Task head.")
-    loss: LossConfig = _f(None, "Loss options.")
-    train: TrainConfig = _f(None, "Optimisation and loop.")
-    freeze: FreezeConfig = _f(None, "Which parameters train.")
-    peft: PeftConfig = _f(None, "Parameter-efficient fine-tuning.")
-    eval: EvalConfig = _f(None, "Evaluation and baselines.")
-    generation: GenerationConfig = _f(None, "Generative tasks: data schema, packing and decoding.")
-    span: SpanConfig = _f(None, "Span-task options (ner, relation, qa).")
-    source: str | None = field(default=None, metadata={"help": "The YAML file this came from.", "internal": True})
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if getattr(self, f.name) is None and _is_section(f.type):
-                setattr(self, f.name, _section_type(f.type)())
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("source", None)
-        return d
-
-
-def _section_type(tp: Any) -> type:
-    if isinstance(tp, str):
-        return globals()[tp.split("|")[0].strip()]
-    return tp
-
-
-def _is_section(tp: Any) -> bool:
-    name = tp if isinstance(tp, str) else getattr(tp, "__name__", "")
-    return isinstance(name, str) and name.split("|")[0].strip().endswith("Config")
+# the sections are defined in config_sections; tuneforge.config is where callers import them from
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "EvalConfig",
+    "FreezeConfig",
+    "GenerationConfig",
+    "HeadConfig",
+    "LossConfig",
+    "PeftConfig",
+    "RunConfig",
+    "SpanConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "describe_fields",
+    "load_config",
+    "parse_override",
+    "resolve_data_paths",
+    "save_config",
+]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
