@@ -120,14 +120,11 @@ def test_eager_kernels_match_the_compiled_ones_and_a_failed_compile_falls_back(m
     with pytest.warns(UserWarning, match="eager kernels"):
         assert torch.allclose(eager(*args), int8._int8_linear(*args))
     assert eager.compiled is None
-    if "onednn" in KERNELS:
-        x = torch.randn(33, 64) + 1
-        assert all(torch.equal(a, b) for a, b in zip(int8._Compiled(int8._quantize_rows_u8)(x),
-                                                     int8.QUANTIZE_ROWS_U8(x)))
-        post = (torch.randn(33, 48), torch.rand(33, 1), torch.rand(33, 1) * 255, torch.randn(48), torch.randn(48),
-                True)
-        assert torch.allclose(eager(*args), int8.INT8_LINEAR(*args), atol=1e-4)
-        assert torch.allclose(int8._Compiled(int8._dequantize_rows)(*post), int8.DEQUANTIZE_ROWS(*post), atol=1e-4)
+    # the onednn kernel's quantise / dequantise steps (plain torch ops, so checked on every platform)
+    x = torch.randn(33, 64) + 1
+    assert all(torch.equal(a, b) for a, b in zip(int8._Compiled(int8._quantize_rows_u8)(x), int8.QUANTIZE_ROWS_U8(x)))
+    post = (torch.randn(33, 48), torch.rand(33, 1), torch.rand(33, 1) * 255, torch.randn(48), torch.randn(48), True)
+    assert torch.allclose(int8._Compiled(int8._dequantize_rows)(*post), int8.DEQUANTIZE_ROWS(*post), atol=1e-4)
 
 
 def test_the_body_is_quantised_qkv_fused_and_the_original_left_alone(tiny_bert_dir, tmp_path):
