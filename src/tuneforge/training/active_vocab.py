@@ -13,11 +13,6 @@ one running product and applied when the whole matrix is next read: by an evalua
 unused rows differ from a dense run only by the fp32 rounding of one product instead of one per step (tested). The
 state dict keeps the full matrix under its usual name, so checkpoints, exports and exact resume are unchanged.
 
-In a single process (no DDP / FSDP reducer waiting on the gradient) that compact gradient is also kept across
-steps: the backward adds the batch's rows into it and only the rows the previous step wrote are zeroed again, instead
-of autograd zero-filling a fresh ``[k, d]`` matrix every step (SST-2: 11,573 x 384 floats; 10-17 ms of a ~190 ms
-batch-32 bf16 step on a 2-core EPYC, where the page-faulted fill cost ~15x what the same fill of a warm buffer does).
-
 Used only where it is exact and safe: AdamW, full fine-tuning with trainable, untied word embeddings, no weight
 average (``ema_decay``) and no extra loss terms that read the weights. Otherwise training is dense, as before.
 """
@@ -51,9 +46,6 @@ class ActiveRowsEmbedding(nn.Module):
         self.pending_decay = 1.0  # product of (1 - lr_t * wd) not yet applied to the unused rows
         self._synced_version = -1
         self._group: dict | None = None  # the optimizer param group holding ``weight``
-        self.reuse_grad = False  # fit() sets it in a single process: no DDP / FSDP reducer waits on this gradient
-        self._grad_buffer: torch.Tensor | None = None
-        self._dirty: list[torch.Tensor] = []  # local rows written into the buffer since it was last zero
         full.requires_grad_(False)
 
     @property
@@ -67,32 +59,9 @@ class ActiveRowsEmbedding(nn.Module):
                 unknown = sorted(set(input_ids[local < 0].tolist()))[:5]
                 raise RuntimeError(f"train.active_vocab: token ids {unknown} are not in the training data this "
                                    f"embedding was built from; set train.active_vocab=false")
-            if self.reuse_grad:
-                return _RowsInBuffer.apply(self.weight, local, self)
             return F.embedding(local, self.weight, self.local_padding_idx)
         # install() only wraps plain embeddings (no max_norm, sparse or scale_grad_by_freq)
         return F.embedding(input_ids, self.full_weight(), self._inner.padding_idx)
-
-    def _accumulate(self, local: torch.Tensor, grad: torch.Tensor) -> None:
-        """Add the rows' gradients into ``weight.grad``, a buffer kept across steps (only the rows a step wrote are
-        zeroed again) instead of a fresh dense ``[k, d]`` zero-filled gradient every step."""
-        ids = local.reshape(-1)
-        rows = grad.reshape(-1, grad.shape[-1]).to(self.weight.dtype)
-        if self.local_padding_idx is not None:
-            keep = ids != self.local_padding_idx
-            ids, rows = ids[keep], rows[keep]
-        if self.weight.grad is None:  # first micro-batch since zero_grad(set_to_none=True)
-            buf = self._grad_buffer
-            if buf is None or buf.shape != self.weight.shape or buf.dtype != self.weight.dtype:
-                buf = self._grad_buffer = torch.zeros_like(self.weight)
-            elif self._dirty:
-                buf.index_fill_(0, torch.cat(self._dirty), 0.0)
-            self._dirty = []
-            self.weight.grad = buf
-        self.weight.grad.index_add_(0, ids, rows)
-        self._dirty.append(ids)
-        if len(self._dirty) > 64:  # many micro-batches, or grads zeroed in place (set_to_none=False): stay bounded
-            self._dirty = [torch.unique(torch.cat(self._dirty))]
 
     def after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Record this step's decoupled weight decay of the unused rows (call after ``optimizer.step()``, before
@@ -140,24 +109,6 @@ class ActiveRowsEmbedding(nn.Module):
         return f"active rows {self.weight.shape[0]} of {self._inner.weight.shape[0]}, dim {self.weight.shape[1]}"
 
 
-class _RowsInBuffer(torch.autograd.Function):
-    """``F.embedding(local, weight)`` whose backward adds into the wrapper's kept gradient buffer itself and returns
-    no gradient for ``weight`` (so autograd allocates none)."""
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, local: torch.Tensor,  # type: ignore[override]
-                wrapper: ActiveRowsEmbedding) -> torch.Tensor:
-        ctx.wrapper = wrapper
-        ctx.save_for_backward(local)
-        return F.embedding(local, weight, wrapper.local_padding_idx)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, None]:  # type: ignore[override]
-        (local,) = ctx.saved_tensors
-        ctx.wrapper._accumulate(local, grad)
-        return None, None, None
-
-
 def used_token_ids(features: Sequence[dict[str, Any]], extra: Sequence[int | None] = ()) -> torch.Tensor | None:
     """Sorted unique token ids over ``features[*]["input_ids"]`` plus ``extra``; None when a feature has none."""
     seen: set[int] = set()
@@ -197,7 +148,6 @@ def uninstall(model: nn.Module, wrapper: ActiveRowsEmbedding) -> nn.Embedding:
     """Put the original embedding back, current (decay applied, trained rows copied in) and trainable again."""
     inner = wrapper.inner
     wrapper.full_weight()
-    wrapper._grad_buffer, wrapper._dirty = None, []
     inner.weight.requires_grad_(True)
     model.backbone.set_input_embeddings(inner)
     return inner

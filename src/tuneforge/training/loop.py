@@ -90,8 +90,6 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     active = None  # word-embedding rows the training data never uses get no gradient, only decay (active_vocab.py)
     if cfg.active_vocab and cfg.optimizer == "adamw" and not cfg.ema_decay and not loss_terms:
         active = active_vocab.install(model, train, [getattr(getattr(task, "tokenizer", None), "pad_token_id", None)])
-        if active is not None:  # no DDP/FSDP reducer reads this gradient, so it may live in a buffer kept across steps
-            active.reuse_grad = accelerator.distributed_type == DistributedType.NO
         if active is not None and main:
             rows, vocab = active.weight.shape[0], active.inner.weight.shape[0]
             print(f"active vocabulary: training {rows:,} of {vocab:,} word-embedding rows ({rows / vocab:.0%}); "
