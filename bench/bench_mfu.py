@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "than fp32 and a bf16 run would take hours to measure nothing a user would run")
     p.add_argument("--steps", type=int, default=150, help="measured optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=20)
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after the measured steps, run N more under torch.profiler and report where a step's time "
+                        "goes (self CPU time per op, per step); the profiled steps are not in the MFU window")
     p.add_argument("--train-limit", type=int, default=None,
                    help="first N train rows (default: all of SST-2's 67,349, as a real run sees them: batches are "
                         "drawn from the whole set and train.active_vocab trains every row the set uses; imdb: "
@@ -198,7 +201,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     peak_n = {name: peak_size(dt, args.peak_n) for name, dt in dtypes.items()}
     peaks = {name: matmul_flops_per_second(dt, peak_n[name], peak_n[name], peak_n[name], args.peak_repeats)
              for name, dt in dtypes.items()}
-    total_steps = args.warmup_steps + args.steps
+    total_steps = args.warmup_steps + args.steps + args.profile
     cfg = config_from_dict({
         "model": minilm_path(), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
         "data": {"text_column": "sentence", "label_column": "label", "max_length": max_length(args)},
@@ -236,12 +239,20 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     marks: list[float] = []
     faults: list[int] = []  # minor page faults of the process so far, at each optimizer step
 
+    profiler: list[Any] = []  # the running torch.profiler, while the --profile steps run
+
     def mark(model, step):
         marks.append(time.perf_counter())
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+        done = len(marks)
+        if args.profile and done == args.warmup_steps + args.steps:
+            profiler.append(torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]))
+            profiler[0].__enter__()
+        elif profiler and done == args.warmup_steps + args.steps + args.profile:
+            profiler[0].__exit__(None, None, None)
 
     result = fit(built.model, task, feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[mark])
-    w, s = args.warmup_steps, result.global_step
+    w, s = args.warmup_steps, min(result.global_step, args.warmup_steps + args.steps)
     window = seen[w:s]  # batch k is consumed by optimizer step k + 1, whose hook wrote marks[k]
     seconds = marks[s - 1] - marks[w - 1]
     flops = [batch_flops(lengths, width, n_params, layers, hidden, n_head) for lengths, width in window]
@@ -265,7 +276,36 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "mfu_own_peak": achieved / peaks[precision], "mfu_bf16_peak": achieved / peaks["bf16"],
             "bf16_native": bf16_native(),
             "best_peak_tflops": best_peak / 1e12, "mfu_best_peak": achieved / best_peak,
-            "encoder_layer_params": n_params, "head_params": n_head, "layers": layers, "hidden": hidden}
+            "encoder_layer_params": n_params, "head_params": n_head, "layers": layers, "hidden": hidden,
+            **({"profile": op_profile(profiler[0], marks[s - 1:], args.profile)} if profiler else {})}
+
+
+def op_profile(prof: Any, marks: list[float], steps: int, top: int = 14) -> dict[str, Any]:
+    """Per profiled step: the wall time (under the profiler, which adds a little) and the ops with the most self CPU
+    time. Self times of ops on the two threads' worker pools are not double-counted: torch.profiler charges an op
+    to the thread that launched it."""
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    step_ms = (marks[-1] - marks[0]) * 1e3 / steps
+    total_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+    ops = [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+            "calls_per_step": e.count / steps} for e in events[:top]]
+    return {"steps": steps, "step_ms": step_ms, "self_ms_per_step": total_ms, "ops": ops}
+
+
+def profile_lines(results: list[dict[str, Any]]) -> list[str]:
+    """One small table per profiled run: where a step's time goes."""
+    lines = []
+    for r in results:
+        prof = r.get("profile")
+        if not prof:
+            continue
+        lines.append(f"profile of {r['side']} (repeat {r.get('repeat')}), {prof['steps']} steps: "
+                     f"{prof['step_ms']:.1f} ms a step, {prof['self_ms_per_step']:.1f} ms of op self time")
+        for op in prof["ops"]:
+            lines.append(f"  {op['op'][:44]:<44} {op['self_ms_per_step']:7.2f} ms  {op['calls_per_step']:6.0f} "
+                         f"calls  {op['self_ms_per_step'] / prof['step_ms']:6.1%}")
+    return lines
 
 
 def summarise(results: list[dict[str, Any]], runs: list[str]) -> list[str]:
@@ -282,6 +322,7 @@ def summarise(results: list[dict[str, Any]], runs: list[str]) -> list[str]:
                            ("MFU own peak", "mfu_own_peak", "{:.1%}"), ("MFU bf16 peak", "mfu_bf16_peak", "{:.1%}"),
                            ("MFU best peak", "mfu_best_peak", "{:.1%}")])]
     lines.extend(f"{r['side']}: FAILED {r['error']}" for r in results if "error" in r)
+    lines.extend(profile_lines(results))
     for run in runs:
         done = [r for r in shown if r.get("side") == run and "error" not in r]
         key, name = ("mfu_bf16_peak", "bf16 peak") if all(r["mfu_bf16_peak"] is not None for r in done) else (
