@@ -32,6 +32,8 @@ elsewhere. The bf16-at-batch-32 figure against the bf16 peak is still reported.
     python bench/bench_mfu.py                  # the default precision (auto), fp32 and bf16 at batch 32, bf16 at
                                                # batch 128; 150 steps each (bf16 only on CPUs with native bf16)
     python bench/bench_mfu.py --smoke          # a few steps
+    python bench/bench_mfu.py --runs bf16:32 --profile 20 --repeats 1
+                                               # and where a step's time goes: 20 more steps under torch.profiler
     python bench/bench_mfu.py --dataset imdb --runs bf16:32 --steps 40 --warmup-steps 5 --out bench/results/mfu_imdb.json
                                                # long reviews (256 tokens): how MFU grows when matmuls dominate
 """
@@ -250,6 +252,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             profiler[0].__enter__()
         elif profiler and done == args.warmup_steps + args.steps + args.profile:
             profiler[0].__exit__(None, None, None)
+            profiler.append(True)  # finished: the summary below reads it
 
     result = fit(built.model, task, feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[mark])
     w, s = args.warmup_steps, min(result.global_step, args.warmup_steps + args.steps)
@@ -277,13 +280,13 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "bf16_native": bf16_native(),
             "best_peak_tflops": best_peak / 1e12, "mfu_best_peak": achieved / best_peak,
             "encoder_layer_params": n_params, "head_params": n_head, "layers": layers, "hidden": hidden,
-            **({"profile": op_profile(profiler[0], marks[s - 1:], args.profile)} if profiler else {})}
+            **({"profile": op_profile(profiler[0], marks[s - 1:], args.profile)} if len(profiler) == 2 else {})}
 
 
 def op_profile(prof: Any, marks: list[float], steps: int, top: int = 14) -> dict[str, Any]:
     """Per profiled step: the wall time (under the profiler, which adds a little) and the ops with the most self CPU
-    time. Self times of ops on the two threads' worker pools are not double-counted: torch.profiler charges an op
-    to the thread that launched it."""
+    time. Intra-op worker threads are not profiled on their own: an op's time is taken on the thread that launched
+    it, so the self times add up to at most the wall time (the rest is Python and autograd bookkeeping)."""
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     events.sort(key=lambda e: -e.self_cpu_time_total)
     step_ms = (marks[-1] - marks[0]) * 1e3 / steps
