@@ -241,21 +241,20 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     marks: list[float] = []
     faults: list[int] = []  # minor page faults of the process so far, at each optimizer step
 
-    profiler: list[Any] = []  # the running torch.profiler, while the --profile steps run
+    measured_end = args.warmup_steps + args.steps  # the --profile steps follow the measured window
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile else None
 
     def mark(model, step):
         marks.append(time.perf_counter())
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
-        done = len(marks)
-        if args.profile and done == args.warmup_steps + args.steps:
-            profiler.append(torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]))
-            profiler[0].__enter__()
-        elif profiler and done == args.warmup_steps + args.steps + args.profile:
-            profiler[0].__exit__(None, None, None)
-            profiler.append(True)  # finished: the summary below reads it
+        if profiler is not None and len(marks) == measured_end:
+            profiler.__enter__()
+        elif profiler is not None and len(marks) == total_steps:
+            profiler.__exit__(None, None, None)
 
     result = fit(built.model, task, feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[mark])
-    w, s = args.warmup_steps, min(result.global_step, args.warmup_steps + args.steps)
+    w, s = args.warmup_steps, min(result.global_step, measured_end)
+    profiled = profiler is not None and len(marks) >= total_steps
     window = seen[w:s]  # batch k is consumed by optimizer step k + 1, whose hook wrote marks[k]
     seconds = marks[s - 1] - marks[w - 1]
     flops = [batch_flops(lengths, width, n_params, layers, hidden, n_head) for lengths, width in window]
@@ -280,7 +279,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "bf16_native": bf16_native(),
             "best_peak_tflops": best_peak / 1e12, "mfu_best_peak": achieved / best_peak,
             "encoder_layer_params": n_params, "head_params": n_head, "layers": layers, "hidden": hidden,
-            **({"profile": op_profile(profiler[0], marks[s - 1:], args.profile)} if len(profiler) == 2 else {})}
+            **({"profile": op_profile(profiler, marks[s - 1:], args.profile)} if profiled else {})}
 
 
 def op_profile(prof: Any, marks: list[float], steps: int, top: int = 14) -> dict[str, Any]:
