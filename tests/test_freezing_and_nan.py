@@ -109,7 +109,7 @@ def test_freeze_embeddings_config_reaches_the_model(tiny_bert_dir, tmp_path):
     from tuneforge.build import build_model
     from tuneforge.config import ConfigError
     from tuneforge.models import resolve_model
-    from tuneforge.runner import make_task
+    from tuneforge.run import make_task
 
     for setting in (True, False):
         cfg = config_from_dict({"model": str(tiny_bert_dir), "output_dir": str(tmp_path),

@@ -9,7 +9,7 @@ from tuneforge.config import config_from_dict
 from tuneforge.data.readers import BadRows
 from tuneforge.evaluation.evaluate import predict_features
 from tuneforge.models import load_backbone, load_tokenizer, resolve_model
-from tuneforge.runner import make_task
+from tuneforge.run import make_task
 
 TEXTS = ["great film i love it", "bad", "the movie", "what a terrible film this was", "it is good", "love",
          "my card has not arrived yet", "where is my money", "hate it", "the film was great and the cast was good"]

@@ -53,9 +53,9 @@ def test_training_twice_in_one_process_with_different_precisions(tiny_bert_dir, 
     """accelerate's state is process-wide; a second run with another precision must still work."""
     data = tmp_path / "toy.csv"
     write_toy_csv(data, n=40)
-    for precision in ("fp32", "bf16", "fp32"):
+    for i, precision in enumerate(("fp32", "bf16", "fp32")):
         result = train(config_from_dict({
-            "model": str(tiny_bert_dir), "output_dir": str(tmp_path / f"run_{precision}"),
+            "model": str(tiny_bert_dir), "output_dir": str(tmp_path / f"run_{i}_{precision}"),
             "data": {"train": str(data), "split": {"validation": 0.25, "test": 0.25}},
             "train": {"epochs": 1, "batch_size": 8, "progress": False, "precision": precision},
             "eval": {"baselines": []},

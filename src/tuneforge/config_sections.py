@@ -127,7 +127,12 @@ class TrainConfig:
     save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = at each evaluation).")
     keep_checkpoints: int = _f(2, "How many step checkpoints to keep.")
     early_stopping: EarlyStoppingConfig = _f(None, "Stop when the validation metric stops improving.")
-    resume: bool = _f(False, "Continue from the latest checkpoint in output_dir.")
+    resume: bool = _f(False, "Continue from the latest checkpoint in output_dir. Refused when the run there was "
+                             "trained with other settings or data (the message lists what differs).")
+    overwrite: bool = _f(False, "A fresh run into an output_dir that already holds files is refused unless this is "
+                                "true; then the old run's files are removed first.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass instead of keeping them: "
+                                             "less memory for slower steps.")
     num_threads: int | None = _f(None, "torch intra-op threads; default = physical cores.")
     progress: bool = _f(True, "Show a progress bar.")
     log_every: int = _f(10, "Write train loss to metrics.jsonl every N steps.")

@@ -52,7 +52,7 @@ def export_merged(run_dir: str | Path, out: str | Path, atol: float = 1e-4) -> E
     """
     from tuneforge.inference.predictor import Predictor
     from tuneforge.peft_methods import PEFT_METHODS, find_peft_model
-    from tuneforge.runner import load_run_config
+    from tuneforge.run import load_run_config
 
     run_dir, out = Path(run_dir), Path(out)
     method = load_run_config(run_dir).peft.method

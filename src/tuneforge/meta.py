@@ -54,11 +54,11 @@ def build_meta(files: dict[str, str | list[str] | None], seed: int, model: dict[
         "world_size": world_size,
         "versions": versions(),
         "hardware": hardware(),
-        "data": {split: _file_entry(p) for split, p in files.items() if p},
+        "data": {split: file_entry(p) for split, p in files.items() if p},
     }
 
 
-def _file_entry(paths: str | list[str]) -> dict[str, str] | list[dict[str, str]]:
+def file_entry(paths: str | list[str]) -> dict[str, str] | list[dict[str, str]]:
     """``{"path", "sha256"}`` for one data file; a list of them when a split reads several files."""
     from tuneforge.data.load import split_paths
 

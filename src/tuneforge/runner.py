@@ -2,50 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tuneforge.build import build_model
 from tuneforge.config import RunConfig, resolve_data_paths, save_config
 from tuneforge.data.audit import audit_splits, format_audit
-from tuneforge.data.load import LoadedData, load_splits
+from tuneforge.data.load import LoadedData
 from tuneforge.evaluation.evaluate import predict_features
 from tuneforge.evaluation.report import build_report, comparison_table, write_report
 from tuneforge.io_utils import atomic_write_json
 from tuneforge.meta import build_meta
-from tuneforge.models import ResolvedModel, load_backbone, load_tokenizer, resolve_model
-from tuneforge.tasks.base import Task, TaskContext, build_task
-from tuneforge.training.batching import num_batches
+from tuneforge.models import ResolvedModel, load_backbone
+from tuneforge.run import Prepared, prepare, set_threads
+from tuneforge.run_dir import open_run_dir, training_config
+from tuneforge.tasks.base import Task
 from tuneforge.training.loop import fit
 from tuneforge.training.precision import describe_auto, run_precision
-from tuneforge.training.steps import steps_per_epoch
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     report: dict[str, Any]
-
-
-def set_threads(n: int | None) -> None:
-    """``train.num_threads``, else $TUNEFORGE_NUM_THREADS, else one intra-op thread per core.
-
-    Oversubscription costs more than it gives on small CPUs: several processes sharing cores (tests, a server
-    next to a training run) should each ask for fewer threads.
-    """
-    env = os.environ.get("TUNEFORGE_NUM_THREADS")
-    torch.set_num_threads(n or (int(env) if env else max(1, os.cpu_count() or 1)))
-
-
-def make_task(cfg: RunConfig, resolved: ResolvedModel) -> Task:
-    return build_task(cfg.task, TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind=resolved.kind,
-                                            span=cfg.span, generation=cfg.generation,
-                                            model_path=resolved.path))
 
 
 def run_audit(cfg: RunConfig, task: Task, data: LoadedData, tokenizer: Any) -> dict[str, Any]:
@@ -62,12 +43,8 @@ def run_audit(cfg: RunConfig, task: Task, data: LoadedData, tokenizer: Any) -> d
 
 def audit(cfg: RunConfig) -> dict[str, Any]:
     """``tuneforge data audit``: read and split the data, and report distributions without training."""
-    resolved = resolve_model(cfg.model)
-    task = make_task(cfg, resolved)
-    data = load_splits(cfg.data, task, cfg.seed)
-    tokenizer = load_tokenizer(resolved.path)
-    task.setup(data.splits["train"], tokenizer)  # the audit counts tokens as the task encodes them (chat templates)
-    return run_audit(cfg, task, data, tokenizer)
+    prepared = prepare(cfg, encode=False)  # the audit counts tokens as the task encodes them (chat templates)
+    return run_audit(cfg, prepared.task, prepared.data, prepared.tokenizer)
 
 
 def mean_pooled_embedder(location: str, tokenizer: Any, batch_size: int = 64):
@@ -93,42 +70,33 @@ def mean_pooled_embedder(location: str, tokenizer: Any, batch_size: int = 64):
     return embed
 
 
-def train(cfg: RunConfig) -> RunResult:
-    """Run the whole workflow for ``cfg`` and return the report. Only rank 0 writes the run directory."""
-    from accelerate.utils import set_seed
+def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None) -> RunResult:
+    """Run the whole workflow for ``cfg`` and return the report. Only rank 0 writes the run directory.
 
+    ``records``: in-memory splits instead of ``cfg.data``'s files (see ``tuneforge.run.prepare``).
+    """
     set_threads(cfg.train.num_threads)
     run_dir = Path(cfg.output_dir)
-    precision = run_precision(cfg.train.precision, run_dir / "checkpoints" if cfg.train.resume else None)
+    resume = cfg.train.resume
+    prepared = prepare(cfg, records)  # before the run directory exists: a config or data error leaves nothing
+    task, data, features = prepared.task, prepared.data, prepared.features
+    precision = run_precision(cfg.train.precision, run_dir / "checkpoints" if resume else None)
     accelerator = new_accelerator(precision)
     main = accelerator.is_main_process
     if main and cfg.train.precision == "auto":
         print(f"precision: {precision} (auto: {describe_auto()})")
-    if main:
-        _prepare_run_dir(run_dir, cfg.train.resume)
-
-    resolved = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(resolved.path)
-    task = make_task(cfg, resolved)
-    data = load_splits(cfg.data, task, cfg.seed)
-    task.setup(data.splits["train"], tokenizer)  # before the audit: it counts tokens as the task encodes them
-    audit_report = run_audit(cfg, task, data, tokenizer)
+    audit_report = run_audit(cfg, task, data, prepared.tokenizer)
     if main:
         print(format_audit(audit_report))
-        _write_run_files(run_dir, cfg, task, tokenizer, data, audit_report, resolved, precision,
-                         accelerator.num_processes)
+        resolve_data_paths(cfg, Path.cwd())  # the saved config must work from any directory
+        open_run_dir(run_dir, cfg, data.files, resume=resume, overwrite=cfg.train.overwrite)
+        _write_run_files(run_dir, cfg, prepared, audit_report, precision, accelerator.num_processes)
 
-    features = {name: [task.encode(ex) for ex in exs] for name, exs in data.splits.items()}  # tokenised once
-    test_name = "test" if "test" in data.splits else "validation"
-    val_name = "validation" if "validation" in data.splits else test_name
-    baselines = score_baselines(cfg.eval.baselines, task, resolved, tokenizer, data.splits["train"],
-                                data.splits.get(test_name, []))
+    test_name, val_name = prepared.test_split, prepared.validation_split
+    baselines = score_baselines(cfg.eval.baselines, task, prepared.resolved, prepared.tokenizer,
+                                data.splits["train"], data.splits.get(test_name, []))
 
-    set_seed(cfg.seed)  # the new head's initialisation must not depend on what ran before
-    n_batches = num_batches([f["length"] for f in features["train"]], cfg.train.batch_size, cfg.train.batch_tokens)
-    n_steps = cfg.train.max_steps or int(steps_per_epoch(n_batches, cfg.train.grad_accum) * cfg.train.epochs)
-    built = build_model(task, resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft, n_steps,
-                        attention_dropout=cfg.train.attention_dropout, freeze_embeddings=cfg.freeze.embeddings)
+    built = prepared.build_model()
     if main:  # after build_model: it settles choices that depend on the body (head.pooling=auto)
         atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})
     if main and cfg.peft.method:  # the PEFT builder filled in defaults (LoRA targets): record what was used
@@ -176,22 +144,16 @@ def new_accelerator(precision: str) -> Any:
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:  # a fresh run must not inherit the metrics or report of an older one
-        for stale in ("metrics.jsonl", "report.json", "report.md"):
-            (run_dir / stale).unlink(missing_ok=True)
-
-
-def _write_run_files(run_dir: Path, cfg: RunConfig, task: Task, tokenizer: Any, data: LoadedData,
-                     audit_report: dict[str, Any], resolved: ResolvedModel, precision: str, world: int) -> None:
+def _write_run_files(run_dir: Path, cfg: RunConfig, prepared: Prepared, audit_report: dict[str, Any],
+                     precision: str, world: int) -> None:
     """Everything needed to reproduce and serve the run, written before training starts."""
-    resolve_data_paths(cfg, Path.cwd())  # the saved config must work from any directory
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_json(run_dir / "audit.json", audit_report)
-    tokenizer.save_pretrained(run_dir / "tokenizer")
-    atomic_write_json(run_dir / "meta.json", build_meta(
-        data.files, cfg.seed, {"name": cfg.model, "path": resolved.path, "kind": resolved.kind}, precision, world))
+    prepared.tokenizer.save_pretrained(run_dir / "tokenizer")
+    resolved = prepared.resolved
+    meta = build_meta(prepared.data.files, cfg.seed, {"name": cfg.model, "path": resolved.path,
+                                                      "kind": resolved.kind}, precision, world)
+    atomic_write_json(run_dir / "meta.json", {**meta, "config": training_config(cfg)})
 
 
 def score_baselines(names: list[str], task: Task, resolved: ResolvedModel, tokenizer: Any,
@@ -213,13 +175,3 @@ def _training_summary(result: Any, parameters: dict[str, int], precision: str, w
             "tokens_per_second": round(result.tokens_per_second, 1), "precision": precision,
             "trainable_parameters": parameters["trainable"], "total_parameters": parameters["total"],
             "world_size": world}
-
-
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    from tuneforge.config import load_config
-
-    return load_config(Path(run_dir) / "config.yaml")
-
-
-def task_state(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "task.json").read_text())["state"]

@@ -56,7 +56,7 @@ def test_carved_validation_has_no_exact_leak(tmp_path):
     from tuneforge.config import config_from_dict
     from tuneforge.data.load import load_splits
     from tuneforge.models import ResolvedModel
-    from tuneforge.runner import make_task
+    from tuneforge.run import make_task
 
     rows = ["text,label"] + [f"phrase {i % 40},{'pos' if i % 40 < 20 else 'neg'}" for i in range(400)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
@@ -116,7 +116,7 @@ def test_grouping_that_empties_a_split_is_a_clear_error(tmp_path):
     from tuneforge.data.load import load_splits
     from tuneforge.data.readers import DataError
     from tuneforge.models import ResolvedModel
-    from tuneforge.runner import make_task
+    from tuneforge.run import make_task
 
     (tmp_path / "train.csv").write_text("text,label\n" + "same text,pos\n" * 30 + "other,neg\n" * 30)
     cfg = config_from_dict({"model": "unused", "task": "classification", "output_dir": str(tmp_path / "run"),

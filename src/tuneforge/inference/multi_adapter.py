@@ -18,11 +18,11 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
-from tuneforge.config import RunConfig, load_config
+from tuneforge.config import RunConfig
 from tuneforge.inference.predictor import Predictor
-from tuneforge.models import load_backbone, load_tokenizer, resolve_model
-from tuneforge.runner import make_task, task_state
-from tuneforge.training.checkpoint import WEIGHTS, list_checkpoints
+from tuneforge.models import load_backbone
+from tuneforge.run import open_run, weights_folder
+from tuneforge.training.checkpoint import WEIGHTS
 
 SHAREABLE = ("lora", "adalora", "ia3")
 
@@ -43,16 +43,6 @@ def run_names(runs: Mapping[str, str | Path] | Sequence[str | Path]) -> dict[str
             raise MultiAdapterError(f"two runs are named {name!r}; use NAME=RUN_DIR")
         out[name] = Path(folder)
     return out
-
-
-def _weights(run_dir: Path) -> Path:
-    best = run_dir / "best" / WEIGHTS
-    if best.is_file():
-        return best
-    found = list_checkpoints(run_dir / "checkpoints")
-    if not found:
-        raise FileNotFoundError(f"{run_dir} has no best/ weights and no checkpoints")
-    return found[-1] / WEIGHTS
 
 
 def _mode(name: str, cfg: RunConfig) -> str:
@@ -84,9 +74,10 @@ class MultiAdapterPredictor:
     def from_run_dirs(cls, runs: Mapping[str, str | Path] | Sequence[str | Path],
                       batch_size: int | None = None) -> MultiAdapterPredictor:
         dirs = run_names(runs)
-        cfgs = {name: load_config(d / "config.yaml") for name, d in dirs.items()}
+        opened = {name: open_run(d, with_model=False) for name, d in dirs.items()}
+        cfgs = {name: o.cfg for name, o in opened.items()}
         modes = {name: _mode(name, cfg) for name, cfg in cfgs.items()}
-        resolved = {name: resolve_model(cfg.model) for name, cfg in cfgs.items()}
+        resolved = {name: o.resolved for name, o in opened.items()}
         if len({r.path for r in resolved.values()}) != 1:
             raise MultiAdapterError(f"the runs use different base models: "
                                     f"{ {n: r.path for n, r in resolved.items()} }")
@@ -94,12 +85,7 @@ class MultiAdapterPredictor:
         if len(methods) > 1:
             raise MultiAdapterError(f"adapters of different kinds ({', '.join(sorted(methods))}) cannot share one "
                                     f"peft model; group the runs by method")
-        tasks = {}
-        for name, cfg in cfgs.items():
-            tokenizer_dir = dirs[name] / "tokenizer"
-            tokenizer = load_tokenizer(str(tokenizer_dir) if tokenizer_dir.is_dir() else resolved[name].path)
-            tasks[name] = make_task(cfg, resolved[name])
-            tasks[name].load_state(task_state(dirs[name]), tokenizer)
+        tasks = {name: o.task for name, o in opened.items()}
         causal = {bool(getattr(t, "needs_lm_head", False)) for t in tasks.values()}
         if len(causal) != 1:
             raise MultiAdapterError("encoder-body and language-model runs cannot share one base")
@@ -165,7 +151,7 @@ def _attach(name: str, cfg: RunConfig, task: Any, shared: torch.nn.Module, run_d
     if shared.get_input_embeddings().num_embeddings != embeddings:
         raise MultiAdapterError(f"run {name!r}: task {task.name!r} adds tokens to the base model, so it cannot "
                                 f"share it with other runs")
-    state = load_file(str(_weights(run_dir)))
+    state = load_file(str(weights_folder(run_dir) / WEIGHTS))
     body = {k[len("backbone."):].replace(".default.", f".{name}."): v for k, v in state.items()
             if k.startswith("backbone.")}
     head = {k: v for k, v in state.items() if not k.startswith("backbone.")}
@@ -178,4 +164,4 @@ def _attach(name: str, cfg: RunConfig, task: Any, shared: torch.nn.Module, run_d
     unexpected = model.load_state_dict(head, strict=False).unexpected_keys
     if unexpected:
         raise MultiAdapterError(f"run {name!r}: head tensors {unexpected[:3]} do not fit its task model")
-    return Predictor(cfg, task, model, batch_size or cfg.eval.batch_size)
+    return Predictor(cfg, task, model, batch_size or cfg.eval.batch_size, run_dir=run_dir)

@@ -8,14 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import set_seed
 
-from tuneforge.build import build_model
-from tuneforge.config import RunConfig, load_config
+from tuneforge.config import RunConfig
 from tuneforge.evaluation.evaluate import predict_features
-from tuneforge.models import load_tokenizer, resolve_model
-from tuneforge.runner import make_task, set_threads, task_state
-from tuneforge.training.checkpoint import list_checkpoints, load_weights
+from tuneforge.run import open_run
 from tuneforge.training.precision import resolve_precision
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -35,9 +31,10 @@ class Predictor:
     """
 
     def __init__(self, cfg: RunConfig, task: Any, model: torch.nn.Module, batch_size: int = 64,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, run_dir: Path | None = None):
         self.cfg, self.task, self.model = cfg, task, model.eval()
         self.batch_size, self.dtype = batch_size, dtype
+        self.run_dir = run_dir  # where the run's other files live (calibration, report), when loaded from one
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, batch_size: int | None = None, precision: str = "auto",
@@ -54,31 +51,14 @@ class Predictor:
             raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         if precision == "int8" and backend != "torch":
             raise OnnxBackendError("precision int8 runs on the torch backend; the onnxruntime backend is fp32")
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir} is not a TuneForge run directory (no config.yaml)")
-        cfg = load_config(run_dir / "config.yaml")
-        set_threads(cfg.train.num_threads)
-        resolved = resolve_model(cfg.model)
-        tokenizer = load_tokenizer(str(run_dir / "tokenizer")) if (run_dir / "tokenizer").is_dir() \
-            else load_tokenizer(resolved.path)
-        task = make_task(cfg, resolved)
-        task.load_state(task_state(run_dir), tokenizer)
-        set_seed(cfg.seed)  # as in training: frozen, randomly initialised rows (new token embeddings) must match
-        built = build_model(task, resolved, None, cfg.freeze.policy, cfg.freeze.k, cfg.peft)
-        weights = run_dir / "best"
-        if not (weights / "model.safetensors").is_file():
-            found = list_checkpoints(run_dir / "checkpoints")
-            if not found:
-                raise FileNotFoundError(f"{run_dir} has no best/ weights and no checkpoints")
-            weights = found[-1]
-        load_weights(built.model, weights)
+        loaded = open_run(run_dir)
+        cfg, task, built, weights = loaded.cfg, loaded.task, loaded.built, loaded.weights
         if backend == "onnxruntime":
             from tuneforge.inference.onnx_backend import onnx_classifier
 
-            model = onnx_classifier(run_dir, weights / "model.safetensors", built.model.float(), task,
+            model = onnx_classifier(loaded.run_dir, weights / "model.safetensors", built.model.float(), task,
                                     export_sample(task))
-            return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
+            return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None, loaded.run_dir)
         if precision == "int8":
             from tuneforge.inference.int8 import FORCE_ENV, int8_classifier, int8_too_slow
             from tuneforge.peft_methods import PEFT_METHODS
@@ -88,13 +68,13 @@ class Predictor:
             model = int8_classifier(built.model, task, method, mergeable)  # refuses what int8 cannot serve
             reason = int8_too_slow()
             if not reason:
-                return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None)
+                return cls(cfg, task, model, batch_size or cfg.eval.batch_size, None, loaded.run_dir)
             # labels would be fp32's anyway (near ties are redone in fp32): only the speed differs
             warnings.warn(f"precision int8: {reason}; predicting in fp32 instead (same labels, faster). Set "
                           f"{FORCE_ENV}=1 to run int8 anyway", stacklevel=2)
-            return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, None)
+            return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, None, loaded.run_dir)
         dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else None
-        return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, dtype)
+        return cls(cfg, task, built.model, batch_size or cfg.eval.batch_size, dtype, loaded.run_dir)
 
     @property
     def precision(self) -> str:
