@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.tuneforge-installed
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup demo test test-fast lint format bench docs clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ format: setup
 # BENCH_ARGS="--smoke" for a quick check, "--only train" for one script
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py $(BENCH_ARGS)
+
+# docs/configuration.md is generated from the typed config sections; a test fails when it is stale
+docs: setup
+	$(PY) -m tuneforge.config_docs --out docs/configuration.md
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
