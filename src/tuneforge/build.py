@@ -33,7 +33,7 @@ def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, free
 
     ``freeze_embeddings`` is ``freeze.embeddings`` (see ``freeze_word_embeddings``).
     """
-    backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=getattr(task, "needs_lm_head", False),
+    backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=task.needs_lm_head,
                              attention_dropout=attention_dropout)
     hooks: list[StepHook] = []
     terms: list[LossTerm] = []
@@ -41,7 +41,7 @@ def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, free
         # lazily: peft is only needed for PEFT runs
         from tuneforge.peft_methods import apply_peft, loss_terms_for
 
-        backbone, hooks = apply_peft(backbone, peft, task_type=getattr(task, "peft_task_type", "FEATURE_EXTRACTION"),
+        backbone, hooks = apply_peft(backbone, peft, task_type=task.peft_task_type,
                                      total_steps=total_steps)
         terms = loss_terms_for(backbone, peft)
     rows = _vocab_rows(backbone)

@@ -30,7 +30,8 @@ METHOD_LR: dict[str, float | None] = {
     "prefix_tuning": 1e-2, "prompt_tuning": 3e-2, "p_tuning": 1e-2, "adapter": 1e-3,
 }
 # Baselines are the same for every method, so compare runs skip them; progress bars would flood the logs.
-COMMON = ["eval.baselines=[]", "train.progress=false", "train.resume=false"]
+# each method's run folder is compare's own: a new compare replaces it
+COMMON = ["eval.baselines=[]", "train.progress=false", "train.resume=false", "train.overwrite=true"]
 
 
 def known_methods() -> list[str]:
@@ -86,29 +87,31 @@ def compare(config: str | Path, methods: list[str], out: str | Path, overrides: 
     rows = []
     for m in methods:
         run_dir = out / m
-        run_dir.mkdir(parents=True, exist_ok=True)
         args = [*(overrides or []), *COMMON, *method_overrides(m), *(per_method or {}).get(m, []),
                 f"output_dir={run_dir}"]
-        rows.append(_run_method(m, str(snapshot), args, run_dir, timeout))
+        rows.append(_run_method(m, str(snapshot), args, run_dir, out / "logs", timeout))
         print(f"compare: {m}: {rows[-1].status}", flush=True)
         write_outputs(out, rows, str(config))
     return rows
 
 
-def _run_method(method: str, config: str, overrides: list[str], run_dir: Path, timeout: float | None) -> Row:
-    result = run_dir / "compare_worker.json"
+def _run_method(method: str, config: str, overrides: list[str], run_dir: Path, logs: Path,
+                timeout: float | None) -> Row:
+    """One method in its own process; its output goes to ``logs/METHOD.log``, beside (not in) its run folder."""
+    logs.mkdir(parents=True, exist_ok=True)
+    result, log_path = logs / f"{method}.json", logs / f"{method}.log"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "tuneforge.compare", "--worker", config, str(result), *overrides]
     start = time.perf_counter()
-    with open(run_dir / "compare.log", "w", encoding="utf-8") as log:
+    with open(log_path, "w", encoding="utf-8") as log:
         try:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     wall = time.perf_counter() - start
     if rc != 0 or not result.is_file():
-        why = f"timeout after {timeout:g} s" if rc == "timeout" else f"rc={rc}: {_last_error(run_dir / 'compare.log')}"
-        return Row(method, f"failed ({why}); log: {run_dir / 'compare.log'}", wall_seconds=round(wall, 1),
+        why = f"timeout after {timeout:g} s" if rc == "timeout" else f"rc={rc}: {_last_error(log_path)}"
+        return Row(method, f"failed ({why}); log: {log_path}", wall_seconds=round(wall, 1),
                    overrides=overrides)
     return collect_row(method, run_dir, json.loads(result.read_text()), overrides, wall)
 

@@ -75,7 +75,7 @@ def export_merged(run_dir: str | Path, out: str | Path, atol: float = 1e-4) -> E
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_folder(tmp, run_dir, model, task, cfg)
-        model.backbone = _load_body(tmp, getattr(task, "needs_lm_head", False))
+        model.backbone = _load_body(tmp, task.needs_lm_head)
         exported = _max_diff(reference, _outputs(model, batch))
         if exported > atol:
             raise ExportError(f"parity check failed: max |exported - unmerged| = {exported:.3g} > {atol:g} "
@@ -135,7 +135,7 @@ def _write_folder(folder: Path, run_dir: Path, model: torch.nn.Module, task: Any
         "task": task.name, "state": task.state(), "head_class": type(model).__name__,
         "head_tensors": sorted(head), "base_model": cfg.model, "method": cfg.peft.method,
         "max_length": cfg.data.max_length,
-        "body_class": "AutoModelForCausalLM" if getattr(task, "needs_lm_head", False) else "AutoModel"})
+        "body_class": "AutoModelForCausalLM" if task.needs_lm_head else "AutoModel"})
 
 
 def _load_body(folder: Path, causal_lm: bool) -> torch.nn.Module:

@@ -63,7 +63,7 @@ def near_tie_rows(model: nn.Module, task: Task, outputs: Any) -> list[int]:
     bf16 autocast moved MiniLM SST-2 logits by up to 0.035 (1 label of 1,821 flipped); the classification bound is
     0.2 logits (~3% of rows). An int8 model brings its own bound (``near_tie_margin``). Tasks without ``near_ties``
     are left as they are."""
-    near = getattr(task, "near_ties", None)
+    near = task.near_ties
     if near is None:
         return []
     margin = getattr(model, "near_tie_margin", None)

@@ -86,7 +86,7 @@ class MultiAdapterPredictor:
             raise MultiAdapterError(f"adapters of different kinds ({', '.join(sorted(methods))}) cannot share one "
                                     f"peft model; group the runs by method")
         tasks = {name: o.task for name, o in opened.items()}
-        causal = {bool(getattr(t, "needs_lm_head", False)) for t in tasks.values()}
+        causal = {t.needs_lm_head for t in tasks.values()}
         if len(causal) != 1:
             raise MultiAdapterError("encoder-body and language-model runs cannot share one base")
         base = load_backbone(next(iter(resolved.values())).path, causal_lm=causal.pop())
@@ -126,7 +126,7 @@ def _add_adapters(base: torch.nn.Module, cfgs: dict[str, RunConfig], tasks: dict
 
     wrapped = None
     for name, cfg in cfgs.items():
-        config = peft_config_for(cfg.peft, getattr(tasks[name], "peft_task_type", "FEATURE_EXTRACTION"))
+        config = peft_config_for(cfg.peft, tasks[name].peft_task_type)
         config.inference_mode = True
         if wrapped is None:
             wrapped = get_peft_model(base, config, adapter_name=name)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from tuneforge.config_sections import DataConfig, GenerationConfig, HeadConfig, LossConfig, SpanConfig
 from tuneforge.data.readers import BadRows, Record
 from tuneforge.registry import Registry
 
@@ -21,13 +22,13 @@ Batch = dict[str, torch.Tensor]
 class TaskContext:
     """What a task is built from: explicit values, never the whole run config."""
 
-    data: Any  # DataConfig: columns, label options, max_length
-    head: Any  # HeadConfig
-    loss: Any  # LossConfig
+    data: DataConfig  # columns, label options, max_length
+    head: HeadConfig
+    loss: LossConfig
     model_kind: str = "encoder"  # "encoder" or "decoder"
-    generation: Any = None  # GenerationConfig: schema, packing and decoding of the generative tasks
+    generation: GenerationConfig | None = None  # schema, packing and decoding of the generative tasks
     model_path: str | None = None  # the untuned model, for baselines that need the LM itself (zero-shot generation)
-    span: Any = None  # SpanConfig: options of the span tasks (ner, relation, qa)
+    span: SpanConfig | None = None  # options of the span tasks (ner, relation, qa)
 
 
 class Task(Protocol):
@@ -41,6 +42,13 @@ class Task(Protocol):
     name: str
     main_metric: str  # the validation metric early stopping watches by default
     metric_mode: str  # "max" or "min"
+    needs_lm_head: bool  # the body keeps its language-model head (build loads a causal LM)
+    peft_task_type: str  # peft's TaskType for the body: "FEATURE_EXTRACTION" or "CAUSAL_LM"
+    tokenizer: Any  # set by ``setup`` / ``load_state``
+    labels: list[str]  # the label set of tasks that predict one ([] for span and generative tasks)
+    pair_col: str | None  # the second text column of sentence-pair inputs, else None
+    # rows of a reduced-precision batch close enough to a decision flip to redo in fp32; None: nothing to recheck
+    near_ties: Callable[..., list[int]] | None
 
     def parse(self, records: list[Record], bad: BadRows) -> list[Example]: ...
 

@@ -12,28 +12,23 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tuneforge.evaluation.evaluate import model_inputs, predict_features
 from tuneforge.io_utils import append_jsonl
-from tuneforge.tasks.base import Example, Feature, Task
-from tuneforge.training import active_vocab
+from tuneforge.tasks.base import Batch, Example, Feature, Task
 from tuneforge.training import checkpoint as ckpt
-from tuneforge.training.allocator import keep_freed_memory
+from tuneforge.training import speedups
 from tuneforge.training.batching import BatchSampler
 from tuneforge.training.ema import WeightAverage
-from tuneforge.training.fast_dropout import use_fast_dropout
-from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.optim import build_optimizer, build_scheduler
 from tuneforge.training.precision import run_precision
 from tuneforge.training.steps import (
     Throughput,
     accumulation_windows,
-    clip_in_fused_step,
-    fused_adamw,
     is_finite,
     scaled_loss,
     total_steps,
@@ -58,16 +53,18 @@ class FitResult:
 
 StepHook = Callable[[nn.Module, int], None]  # (unwrapped model, global_step) after each optimizer step
 LossTerm = Callable[[nn.Module], torch.Tensor]  # (unwrapped model) -> a regulariser added to the mean loss
+BatchHook = Callable[[Batch], None]  # each training micro-batch as collated, in order, before its forward pass
 
 
 def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Feature], val_examples: list[Example],
         cfg: Any, seed: int, run_dir: Path, accelerator: Accelerator | None = None,
         step_hooks: Sequence[StepHook] = (), metric: str | None = None, eval_batch_size: int = 64,
-        loss_terms: Sequence[LossTerm] = ()) -> FitResult:
+        loss_terms: Sequence[LossTerm] = (), batch_hooks: Sequence[BatchHook] = ()) -> FitResult:
     """Train ``model`` on ``train`` features, validating on ``val``; the best weights are restored at the end.
 
     ``cfg`` is the ``train`` config section. Checkpoints go to ``run_dir/checkpoints``; with
-    ``cfg.resume`` the newest one is loaded and training continues exactly where it stopped.
+    ``cfg.resume`` the newest one is loaded and training continues exactly where it stopped. ``step_hooks`` run
+    after each optimizer step (AdaLoRA's rank update, benchmarks' clocks); ``batch_hooks`` see each micro-batch.
     """
     # ---- setup: precision, seed, data order, optimiser, schedule ----
     if accelerator is not None:  # the caller chose the precision when it built the accelerator
@@ -77,23 +74,14 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(),
                                              mixed_precision="bf16" if precision == "bf16" else "no")
     main = accelerator.is_main_process
-    keep_freed_memory()  # glibc: reuse the big per-step gradient blocks instead of page-faulting them anew
     set_seed(seed)
-    if getattr(cfg, "fast_dropout", False):
-        use_fast_dropout(model)  # same drop rates and scaling, cheaper masks on CPU, attention included (fast_dropout.py)
     es = cfg.early_stopping
     metric = metric or (task.main_metric if es.metric == "auto" else es.metric)
     mode = task.metric_mode if es.metric == "auto" else es.mode
-    if cfg.feature_cache:  # head_only / top_k: the frozen bottom runs once here, not every epoch (feature_cache.py)
-        model, task, train, val = cache_frozen_features(model, task, train, val, accelerator.device,
-                                                        _autocast_dtype(precision), verbose=main)
-    active = None  # word-embedding rows the training data never uses get no gradient, only decay (active_vocab.py)
-    if cfg.active_vocab and cfg.optimizer == "adamw" and not cfg.ema_decay and not loss_terms:
-        active = active_vocab.install(model, train, [getattr(getattr(task, "tokenizer", None), "pad_token_id", None)])
-        if active is not None and main:
-            rows, vocab = active.weight.shape[0], active.inner.weight.shape[0]
-            print(f"active vocabulary: training {rows:,} of {vocab:,} word-embedding rows ({rows / vocab:.0%}); "
-                  f"the rest only decay (train.active_vocab)")
+    # exact CPU speed-ups (memory keeping, fast dropout, feature cache, active vocabulary): listed in speedups.py
+    fast = speedups.install(model, task, train, val, cfg, accelerator.device, _autocast_dtype(precision),
+                            has_loss_terms=bool(loss_terms), verbose=main)
+    model, task, train, val = fast.model, fast.task, fast.train, fast.val
     sampler = BatchSampler([f["length"] for f in train], cfg.batch_size, seed,
                            length_grouped=cfg.batching == "length_grouped",
                            max_tokens=getattr(cfg, "batch_tokens", None))
@@ -101,10 +89,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.head_lr, cfg.momentum,
                                 cfg.layer_lr_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # clip inside fused AdamW's own pass over the gradients (steps.py); FSDP/DeepSpeed and fp16 scaling clip their way
-    fused_clip = fused_adamw(optimizer) if (accelerator.scaler is None and accelerator.distributed_type in (
-        DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)) else None
+    fast.after_prepare(model, optimizer, accelerator)  # clipping inside fused AdamW (speedups.py)
     batches_per_epoch = len(loader)
     windows = accumulation_windows(batches_per_epoch, cfg.grad_accum)
     n_steps = total_steps(batches_per_epoch, cfg.grad_accum, cfg.epochs, cfg.max_steps)
@@ -183,6 +168,9 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
         window_index = _window_of(batch_in_epoch, cfg.grad_accum)
         for w in windows[window_index:]:
             micro = [next(it) for _ in range(w)]
+            for batch_hook in batch_hooks:
+                for batch in micro:
+                    batch_hook(batch)
             window_items = sum(task.loss_items(b) for b in micro)  # known before any forward pass
             loss_total, items_total = 0.0, 0.0
             for j, batch in enumerate(micro):
@@ -200,20 +188,13 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
                 tokens_seen += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
             mean_loss = loss_total / max(items_total, 1e-12)
             if not is_finite(mean_loss):
-                if active is not None:
-                    active_vocab.uninstall(accelerator.unwrap_model(model), active)
+                fast.uninstall(accelerator.unwrap_model(model))
                 raise NonFiniteLossError(f"loss is {mean_loss} at step {step + 1} (epoch {epoch}); lower train.lr, "
                                          f"check the data, or use precision=fp32. Last checkpoint: "
                                          f"{(ckpt.list_checkpoints(ckpt_root) or ['none'])[-1]}")
-            if cfg.max_grad_norm and fused_clip is not None:
-                clip_in_fused_step(fused_clip, [p.grad for p in trainable if p.grad is not None], cfg.max_grad_norm)
-            elif cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            fast.clip_gradients(model, accelerator, cfg.max_grad_norm)
             optimizer.step()
-            if fused_clip is not None:
-                fused_clip.grad_scale = None  # type: ignore[attr-defined]
-            if active is not None:
-                active.after_optimizer_step(optimizer)
+            fast.after_optimizer_step(optimizer)
             scheduler.step()
             step += 1
             batch_in_epoch += w
@@ -258,8 +239,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     # ---- restore the best weights ----
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    if active is not None:
-        active_vocab.uninstall(unwrapped, active)
+    fast.uninstall(unwrapped)
     if best_step is not None and (run_dir / "best").is_dir():
         ckpt.load_weights(unwrapped, run_dir / "best")
     elif ema is not None:  # nothing validated: the average is the result, and what predict loads

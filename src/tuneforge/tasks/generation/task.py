@@ -38,6 +38,9 @@ class GenerationTask:
     metric_mode = "max"
     needs_lm_head = True  # build.py loads AutoModelForCausalLM
     peft_task_type = "CAUSAL_LM"
+    labels: list[str] = []
+    pair_col = None
+    near_ties = None
 
     def __init__(self, ctx: TaskContext):
         g = generation_options(ctx)

@@ -22,6 +22,11 @@ class NerTask:
     name = "ner"
     main_metric = "f1"
     metric_mode = "max"
+    needs_lm_head = False
+    peft_task_type = "FEATURE_EXTRACTION"
+    labels: list[str] = []  # a span task: its tag set is not a label set
+    pair_col = None
+    near_ties = None
 
     def __init__(self, ctx: TaskContext):
         span = ctx.span or SpanConfig()

@@ -43,6 +43,11 @@ class QaTask:
     name = "qa"
     main_metric = "f1"
     metric_mode = "max"
+    needs_lm_head = False
+    peft_task_type = "FEATURE_EXTRACTION"
+    labels: list[str] = []
+    pair_col = None
+    near_ties = None
 
     def __init__(self, ctx: TaskContext):
         span = ctx.span or SpanConfig()

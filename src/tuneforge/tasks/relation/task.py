@@ -23,6 +23,10 @@ class RelationTask:
     name = "relation"
     main_metric = "semeval_macro_f1"
     metric_mode = "max"
+    needs_lm_head = False
+    peft_task_type = "FEATURE_EXTRACTION"
+    pair_col = None
+    near_ties = None
 
     def __init__(self, ctx: TaskContext):
         span = ctx.span or SpanConfig()
