@@ -106,6 +106,9 @@ _CHOICES = {
     ("head", "pooling"): ("auto", "mean", "cls", "last", "pooler", "mean_pooler"),
     ("train.early_stopping", "mode"): ("max", "min"),
     ("peft", "adapter_kind"): ("pfeiffer", "houlsby"),
+    ("fewshot", "method"): ("none", "setfit", "prompt", "icl", "zero_shot"),
+    ("fewshot", "selection"): ("random", "nearest"),
+    ("fewshot", "order"): ("random", "grouped", "similar_last"),
 }
 
 
@@ -137,12 +140,30 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("data.split.validation and data.split.test must be in [0, 1)")
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "auto":
         raise ConfigError(f"loss.class_weights: {cfg.loss.class_weights!r}; use null, 'auto' or a list of numbers")
+    _validate_fewshot(cfg)
     if cfg.peft.method is not None:
         # a light module: peft itself is imported only when a method is applied
         from tuneforge.peft_methods import PEFT_METHODS
 
         if cfg.peft.method not in PEFT_METHODS:
             raise ConfigError(f"peft.method: {cfg.peft.method!r} is not one of {', '.join(PEFT_METHODS.names())}")
+
+
+def _validate_fewshot(cfg: RunConfig) -> None:
+    f = cfg.fewshot
+    if cfg.data.shots_per_class is not None and cfg.data.shots_per_class < 1:
+        raise ConfigError(f"data.shots_per_class: {cfg.data.shots_per_class!r} must be >= 1 (or null)")
+    if f.k < 0 or f.setfit_iterations < 1 or f.setfit_epochs < 1 or f.setfit_batch_size < 1:
+        raise ConfigError("fewshot.k must be >= 0; fewshot.setfit_iterations, setfit_epochs, setfit_batch_size >= 1")
+    if f.method == "setfit":
+        if cfg.task != "classification" or cfg.data.multi_label:
+            raise ConfigError(f"fewshot.method setfit needs task classification (single-label), not {cfg.task!r}")
+        if cfg.head.pooling == "auto":  # the contrastive objective shapes the mean-pooled sentence embedding
+            cfg.head.pooling = "mean"
+        elif cfg.head.pooling != "mean":
+            raise ConfigError(f"fewshot.method setfit needs head.pooling mean (or auto), not {cfg.head.pooling!r}")
+    if f.method == "prompt" and cfg.task != "classification_generative":
+        raise ConfigError("fewshot.method prompt fine-tunes label words: it needs task classification_generative")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -169,6 +190,8 @@ def resolve_data_paths(cfg: RunConfig, base: Path) -> None:
         candidate = (base / value).resolve()
         return str(candidate) if candidate.exists() or not Path(value).exists() else str(Path(value).resolve())
 
+    if cfg.fewshot.prompt:
+        cfg.fewshot.prompt = resolve(cfg.fewshot.prompt)
     for name in ("train", "validation", "test"):
         value = getattr(cfg.data, name)
         if isinstance(value, list):

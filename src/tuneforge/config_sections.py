@@ -51,6 +51,9 @@ class DataConfig:
     validation_limit: int | None = _f(None, "Use only the first N validation rows (after the split): generative "
                                             "tasks decode every validation prompt at each evaluation.")
     test_limit: int | None = _f(None, "Use only the first N test rows (after the split); the report says so.")
+    shots_per_class: int | None = _f(None, "Few-shot: train on K examples per class drawn from the train split "
+                                           "(stratified, seeded by `seed`; the drawn ids go to shots.json in the "
+                                           "run). Validation and test stay whole. null = all of train.")
     split: SplitConfig = _f(None, "How a single file is split.", )
     near_duplicate_threshold: float = _f(0.9, "Jaccard similarity of word 3-shingles above which texts are near-duplicates.")
 
@@ -170,6 +173,72 @@ class PeftConfig:
 class EvalConfig:
     baselines: list[str] = _f(["majority", "zero_shot"], "Baselines scored on the test split next to the tuned model.")
     batch_size: int = _f(64, "Batch size for evaluation and prediction.")
+    oos_label: str | None = _f(None, "Gold label that marks out-of-scope evaluation rows (it never occurs in train). "
+                                     "The report then adds oos_recall, in_scope_accuracy and in_scope_coverage per "
+                                     "split at the abstention threshold chosen on validation.")
+
+
+@dataclass
+class CalibrationConfig:
+    """Confidence of single-label classification runs: temperature scaling and abstention, fitted on validation."""
+
+    enabled: bool = _f(True, "Fit a temperature on validation after training (calibration.json in the run); "
+                             "predict and serve return calibrated probabilities; the report adds ece and "
+                             "ece_before_calibration.")
+    bins: int = _f(15, "Equal-width confidence bins for the expected calibration error.")
+    oos_score: str = _f("auto", "Out-of-scope score: max_softmax | energy | auto (the higher validation AUROC "
+                                "against eval.oos_label rows; max_softmax when validation has none).")
+    rule: str = _f("auto", "How the abstention threshold is chosen on validation: oos_recall (lowest threshold "
+                           "rejecting `target` of the OOS rows) | coverage (answer `target` of the rows) | "
+                           "precision (widest coverage whose accuracy >= `target`) | auto (oos_recall when "
+                           "validation has OOS rows, else coverage).")
+    target: float | None = _f(None, "Target of the rule; null = 0.7 for oos_recall, 0.9 for coverage and precision.")
+    abstain: bool = _f(True, "Predictions under the threshold carry unknown: true (the label stays the best guess).")
+
+
+@dataclass
+class AssistantConfig:
+    """``tuneforge assist``: intent → answer template, else FAQ retrieval, else hand-off to a human."""
+
+    answers: str | None = _f(None, "Answers file (YAML): intent → template with {slots}, optional FAQ pairs. "
+                                   "Relative paths: the current directory, then the run directory.")
+    faq_encoder: str = _f("run", "Bi-encoder for FAQ retrieval: run (the classifier's own body, mean-pooled) | "
+                                 "minilm | a folder saved by the FAQ fine-tuning.")
+    faq_min_similarity: float = _f(0.75, "Cosine similarity the best FAQ question must reach to answer.")
+    handoff_top_k: int = _f(3, "Candidate intents passed to a human on hand-off.")
+    feedback: str = _f("feedback.jsonl", "Feedback JSONL (relative to the run directory), appended and fsynced "
+                                         "per record; rows carry the run's text and label columns.")
+
+
+@dataclass
+class FewshotConfig:
+    """Prompt learning and few-shot methods (tuneforge/prompting); ``data.shots_per_class`` sets the label budget."""
+
+    method: str = _f("none", "none (ordinary fine-tuning, on the k-shot draw when data.shots_per_class is set) | "
+                             "setfit (contrastive sentence-encoder tuning + logistic-regression head; encoders) | "
+                             "prompt (label-word fine-tuning of a decoder: task classification_generative) | "
+                             "icl (demonstrations in a decoder's prompt; no training) | zero_shot (no training: "
+                             "label descriptions for encoders, label-word likelihood for decoders).")
+    prompt: str | None = _f(None, "Prompt file (configs/prompting/*.yaml): instruction, input, verbaliser, "
+                                  "description(s); relative to the config file. Unset: defaults from the label names.")
+    instruction: str | None = _f(None, "Instruction over the prompt file's; {labels} = the label words.")
+    verbaliser: dict[str, list[str]] | None = _f(None, "Label → answer words over the prompt file's; the first word "
+                                                       "is the one a decoder is taught or shown.")
+    descriptions: dict[str, list[str]] | None = _f(None, "Label → sentences an encoder compares texts with.")
+    k: int = _f(4, "icl: demonstrations per label in each prompt.")
+    selection: str = _f("random", "icl: random (one draw per seed for every query) | nearest (per query, by "
+                                  "sentence-embedding similarity from fewshot.embedder).")
+    order: str = _f("random", "icl: random | grouped (by label) | similar_last (most similar next to the query).")
+    calibrate: bool = _f(True, "icl and decoder zero-shot: contextual calibration (divide by the label "
+                               "probabilities of content-free inputs).")
+    length_normalise: bool = _f(True, "Decoders: score a label word by its mean token log-likelihood, not the sum.")
+    max_prompt_tokens: int | None = _f(None, "icl: prompt + answer budget; longer prompts lose demonstrations and "
+                                             "are listed in the report. null = the model's context length.")
+    embedder: str = _f("minilm", "icl nearest: the sentence encoder that measures similarity.")
+    setfit_iterations: int = _f(20, "setfit: positive and negative pairs per training example.")
+    setfit_epochs: int = _f(1, "setfit: passes over the pairs.")
+    setfit_batch_size: int = _f(16, "setfit: pairs per batch.")
+    setfit_lr: float = _f(2e-5, "setfit: learning rate of the sentence encoder.")
 
 
 @dataclass
@@ -228,6 +297,9 @@ class RunConfig:
     freeze: FreezeConfig = _f(None, "Which parameters train.")
     peft: PeftConfig = _f(None, "Parameter-efficient fine-tuning.")
     eval: EvalConfig = _f(None, "Evaluation and baselines.")
+    fewshot: FewshotConfig = _f(None, "Prompt learning and few-shot methods (zero-shot, icl, setfit, prompt).")
+    calibration: CalibrationConfig = _f(None, "Confidence calibration and abstention (classification).")
+    assistant: AssistantConfig = _f(None, "The customer-service assistant built on this run (tuneforge assist).")
     generation: GenerationConfig = _f(None, "Generative tasks: data schema, packing and decoding.")
     span: SpanConfig = _f(None, "Span-task options (ner, relation, qa).")
     source: str | None = field(default=None, metadata={"help": "The YAML file this came from.", "internal": True})

@@ -17,6 +17,7 @@ from tuneforge.io_utils import atomic_write_json
 from tuneforge.meta import build_meta
 from tuneforge.models import ResolvedModel, load_backbone
 from tuneforge.run import Prepared, prepare, set_threads
+from tuneforge.prompting.runs import evaluate_untrained, fit_setfit_run, setup_fewshot, trains_nothing
 from tuneforge.run_dir import open_run_dir, training_config
 from tuneforge.tasks.base import Task
 from tuneforge.training.loop import fit
@@ -94,9 +95,12 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
 
     test_name, val_name = prepared.test_split, prepared.validation_split
     baselines = score_baselines(cfg.eval.baselines, task, prepared.resolved, prepared.tokenizer,
+    setup_fewshot(cfg, prepared, run_dir if main else None)  # prompt for zero-shot scoring; k-shot ids (prompting)
                                 data.splits["train"], data.splits.get(test_name, []))
 
     built = prepared.build_model()
+    if trains_nothing(cfg):  # zero-shot, in-context or train.epochs 0: evaluated as is, same report (prompting)
+        return RunResult(run_dir, evaluate_untrained(cfg, prepared, baselines, run_dir, main))
     if main:  # after build_model: it settles choices that depend on the body (head.pooling=auto)
         atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})
     if main and cfg.peft.method:  # the PEFT builder filled in defaults (LoRA targets): record what was used
@@ -105,9 +109,12 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
         p = built.parameters
         print(f"trainable parameters: {p['trainable']:,} of {p['total']:,} "
               f"({100 * p['trainable'] / max(1, p['total']):.2f}%)")
-    result = fit(built.model, task, features["train"], features[val_name], data.splits[val_name], cfg.train,
-                 cfg.seed, run_dir, accelerator=accelerator, step_hooks=built.step_hooks,
-                 eval_batch_size=cfg.eval.batch_size, loss_terms=built.loss_terms)
+    if cfg.fewshot.method == "setfit":  # contrastive few-shot tuning + a fitted head instead of the loop (prompting)
+        result = fit_setfit_run(cfg, prepared, built.model, run_dir)
+    else:
+        result = fit(built.model, task, features["train"], features[val_name], data.splits[val_name], cfg.train,
+                     cfg.seed, run_dir, accelerator=accelerator, step_hooks=built.step_hooks,
+                     eval_batch_size=cfg.eval.batch_size, loss_terms=built.loss_terms)
 
     # after: the tuned model (best checkpoint restored by fit) on every split we have, test included
     dtype = torch.bfloat16 if precision == "bf16" else None

@@ -18,6 +18,7 @@ class LoadedData:
     files: dict[str, str | list[str] | None]
     bad_rows: list[dict[str, Any]] = field(default_factory=list)
     carved: list[str] = field(default_factory=list)  # which splits were cut from the train file
+    shots: Any = None  # the k-shot draw (tuneforge.prompting.shots.ShotDraw) when data.shots_per_class is set
 
 
 def split_paths(value: str | list[str] | None) -> list[str]:
@@ -72,4 +73,10 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
     for name, limit in (("train", data.limit), ("validation", data.validation_limit), ("test", data.test_limit)):
         if limit and name in splits:
             splits[name] = splits[name][:limit]
-    return LoadedData({k: splits[k] for k in SPLITS if k in splits}, files, bad.rows, list(missing))
+    shots = None
+    if data.shots_per_class:  # few-shot: K per class from train, after carving, so validation and test stay whole
+        from tuneforge.prompting.shots import draw_shots
+
+        shots = draw_shots(splits["train"], data.shots_per_class, seed, task.stratify_key)
+        splits["train"] = shots.examples
+    return LoadedData({k: splits[k] for k in SPLITS if k in splits}, files, bad.rows, list(missing), shots)

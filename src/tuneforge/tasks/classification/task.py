@@ -169,11 +169,13 @@ class ClassificationTask:
         return out
 
     def _zero_shot(self, test: list[Example], embed: Callable[[list[str]], torch.Tensor]) -> list[Any]:
-        """Cosine similarity between each text and each label name, both embedded by the untuned backbone."""
-        label_texts = [lab.replace("_", " ").replace("-", " ") for lab in self.labels]
-        lab_emb = F.normalize(embed(label_texts).float(), dim=-1)  # (L, H)
-        txt_emb = F.normalize(embed([ex["text"] for ex in test]).float(), dim=-1)  # (N, H)
-        best = (txt_emb @ lab_emb.T).argmax(-1).tolist()
+        """Cosine similarity between each text and each label's descriptions (the run's prompt, set by
+        ``tuneforge.prompting``; else the label names), both embedded by the untuned backbone."""
+        from tuneforge.prompting.templates import PromptSpec
+        from tuneforge.prompting.zero_shot import description_scores
+
+        spec = getattr(self, "prompt", None) or PromptSpec.from_labels(self.labels)
+        best = description_scores([ex["text"] for ex in test], self.labels, spec, embed).argmax(-1).tolist()
         return [[b] if self.multi_label else b for b in best]
 
     def format_prediction(self, pred: Any, ex: Example) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from tuneforge.tasks.classification.task import ClassificationTask
 from tuneforge.tasks.classification_generative import data as cgdata
 from tuneforge.tasks.classification_generative.head import LabelScorer
 from tuneforge.tasks.generation import data as gdata
-from tuneforge.tasks.generation.task import generation_options, untuned_lm_predictions
+from tuneforge.tasks.generation.task import generation_options
 
 
 class GenerativeClassificationTask:
@@ -117,7 +117,10 @@ class GenerativeClassificationTask:
         return out
 
     def zero_shot(self, test: list[Example]) -> list[Any]:
-        return untuned_lm_predictions(self, test)
+        """The untuned LM's length-normalised, calibrated label-word likelihoods (``tuneforge.prompting``)."""
+        from tuneforge.prompting.runs import decoder_zero_shot
+
+        return decoder_zero_shot(self, test)
 
     def format_prediction(self, pred: Any, ex: Example) -> dict[str, Any]:
         return self.cls.format_prediction(pred, ex)
