@@ -11,6 +11,7 @@ import torch
 from tuneforge.config import RunConfig, resolve_data_paths, save_config
 from tuneforge.data.audit import audit_splits, format_audit
 from tuneforge.data.load import LoadedData
+from tuneforge.evaluation.calibrate_run import add_calibration_metrics
 from tuneforge.evaluation.evaluate import predict_features
 from tuneforge.evaluation.report import build_report, comparison_table, write_report
 from tuneforge.io_utils import atomic_write_json
@@ -121,6 +122,8 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
     metrics = {name: task.metrics(predict_features(accelerator.unwrap_model(built.model), task, features[name],
                                                    cfg.eval.batch_size, dtype), data.splits[name])
                for name in ("validation", "test") if name in data.splits}
+    metrics = add_calibration_metrics(metrics, accelerator.unwrap_model(built.model), task, features, data.splits,
+                                      val_name, cfg, run_dir if main else None)  # ECE, abstention, OOS
     report = build_report(task.name, cfg.model, task.main_metric, metrics, baselines, {
         "test_split": test_name,
         "training": _training_summary(result, built.parameters, precision, accelerator.num_processes),

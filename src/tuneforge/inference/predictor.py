@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from tuneforge.config import RunConfig
+from tuneforge.evaluation.calibrate_run import with_calibration
 from tuneforge.evaluation.evaluate import predict_features
 from tuneforge.run import open_run
 from tuneforge.training.precision import resolve_precision
@@ -35,6 +36,7 @@ class Predictor:
         self.cfg, self.task, self.model = cfg, task, model.eval()
         self.batch_size, self.dtype = batch_size, dtype
         self.run_dir = run_dir  # where the run's other files live (calibration, report), when loaded from one
+        self.task = with_calibration(task, run_dir)  # calibrated probabilities + unknown flag where the run has them
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, batch_size: int | None = None, precision: str = "auto",
