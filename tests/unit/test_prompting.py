@@ -126,11 +126,12 @@ def test_verbaliser_scoring_matches_hand_computed_loglikelihood(tiny_llama_dir):
     from tuneforge.prompting.zero_shot import continuation_logprobs, label_scores
 
     model, tok = _tiny_lm(tiny_llama_dir)
-    prompts = [tok("the movie was", add_special_tokens=False)["input_ids"], tok("it", add_special_tokens=False)[
-        "input_ids"]]
+    # a shared prefix ("the movie") runs once from a cache; prompts of unequal length are right-padded
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ("the movie was", "the movie it is good",
+                                                                        "the movie")]
     cands = [tok("good", add_special_tokens=False)["input_ids"],
              tok("bad movie", add_special_tokens=False)["input_ids"]]
-    got_sum = continuation_logprobs(model, prompts, cands, tok.pad_token_id, normalise=False, rows_per_batch=3)
+    got_sum = continuation_logprobs(model, prompts, cands, tok.pad_token_id, normalise=False, batch_size=1)
     got_mean = continuation_logprobs(model, prompts, cands, tok.pad_token_id, normalise=True)
     for i, p in enumerate(prompts):
         for j, c in enumerate(cands):
@@ -139,7 +140,7 @@ def test_verbaliser_scoring_matches_hand_computed_loglikelihood(tiny_llama_dir):
             total = sum(float(logp[len(p) - 1 + t, tok_id]) for t, tok_id in enumerate(c))
             assert got_sum[i, j] == pytest.approx(total, abs=1e-4)
             assert got_mean[i, j] == pytest.approx(total / len(c), abs=1e-4)
-    assert label_scores(got_mean, [0, 1], 2).shape == (2, 2)
+    assert label_scores(got_mean, [0, 1], 2).shape == (3, 2)
 
 
 def test_icl_overflow_is_reported_not_cut(tiny_llama_dir):

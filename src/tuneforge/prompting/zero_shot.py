@@ -41,40 +41,85 @@ def candidate_ids(tokenizer: Any, spec: PromptSpec, labels: Sequence[str]) -> tu
 
 
 def continuation_logprobs(model: torch.nn.Module, prompts: Sequence[list[int]], candidates: Sequence[list[int]],
-                          pad_id: int, normalise: bool = True, rows_per_batch: int = 32) -> torch.Tensor:
+                          pad_id: int, normalise: bool = True, batch_size: int = 16) -> torch.Tensor:
     """(N, C) log p(candidate | prompt): summed over the candidate's tokens, or their mean with ``normalise``
     (so a label word cut into more tokens is not penalised for its length).
 
-    Every (prompt, candidate) pair is one right-padded row; the vocabulary projection runs only at candidate
-    positions (``answer_nll``).
+    The tokens every prompt shares (system prompt, instruction, a shared set of demonstrations) run once; each
+    prompt's own tokens run once per batch, and each candidate continues from that cache, so scoring costs about
+    one forward pass over the distinct tokens, however many labels there are.
     """
-    from tuneforge.tasks.generation.data import IGNORE
-    from tuneforge.tasks.generation.head import answer_nll
+    from tuneforge.tasks.generation.head import unwrap_lm
 
-    pairs = [(p, c) for p in prompts for c in candidates]
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-    out = torch.zeros(len(pairs))
-    device = next(model.parameters()).device
+    lm = unwrap_lm(model)
+    shared = _common_prefix(prompts)[:min(len(p) for p in prompts) - 1]  # each prompt keeps >= 1 token of its own
+    out = torch.zeros(len(prompts), len(candidates))
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    device = next(lm.parameters()).device
     with torch.inference_mode():
-        for s in range(0, len(order), rows_per_batch):
-            idx = order[s:s + rows_per_batch]
-            width = max(len(pairs[i][0]) + len(pairs[i][1]) for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            targets = torch.full((len(idx), width), IGNORE, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                p, c = pairs[i]
-                ids[r, :len(p) + len(c)] = torch.tensor(p + c)
-                targets[r, len(p):len(p) + len(c)] = torch.tensor(c)
-                mask[r, :len(p) + len(c)] = 1
-            nll, keep = answer_nll(model, ids.to(device), mask.to(device), targets.to(device))
-            dense = torch.zeros(keep.shape, device=nll.device)  # (rows, T-1)
-            dense[keep] = -nll.float()
-            total = dense.sum(-1).cpu()
-            if normalise:
-                total = total / keep.sum(-1).clamp(min=1).cpu()
-            out[idx] = total
-    return out.view(len(prompts), len(candidates))
+        base = None
+        if shared:
+            base = lm.get_decoder()(input_ids=torch.tensor([shared], device=device), use_cache=True).past_key_values
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            out[idx] = _score_batch(lm, base, len(shared), [prompts[i][len(shared):] for i in idx], candidates,
+                                    pad_id, normalise)
+    return out
+
+
+def _common_prefix(seqs: Sequence[list[int]]) -> list[int]:
+    first = seqs[0]
+    n = len(first)
+    for seq in seqs[1:]:
+        n = min(n, len(seq))
+        while n and seq[:n] != first[:n]:
+            n -= 1
+    return list(first[:n])
+
+
+def _expand(cache: Any, rows: int) -> Any:
+    import copy
+
+    if cache is None:
+        return None
+    cache = copy.deepcopy(cache)
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def _score_batch(lm: Any, base: Any, shared: int, suffixes: list[list[int]], candidates: Sequence[list[int]],
+                 pad_id: int, normalise: bool) -> torch.Tensor:
+    """(B, C) scores of one batch of prompts: their own tokens after the shared cache, then each candidate."""
+    device = next(lm.parameters()).device
+    rows, width = len(suffixes), max(map(len, suffixes))
+    lens = torch.tensor([len(x) for x in suffixes], device=device)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((rows, shared + width), dtype=torch.long, device=device)
+    mask[:, :shared] = 1
+    for r, x in enumerate(suffixes):  # right padding: pads sit after each prompt, masked out
+        ids[r, :len(x)] = torch.tensor(x)
+        mask[r, shared:shared + len(x)] = 1
+    pos = shared + torch.arange(width, device=device).expand(rows, width)
+    h = lm.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos,
+                         past_key_values=_expand(base, rows), use_cache=True)
+    head = lm.get_output_embeddings()
+    last = h.last_hidden_state[torch.arange(rows, device=device), lens - 1]  # (B, H): predicts the answer's start
+    first = torch.log_softmax(head(last).float(), -1)  # (B, V)
+    out = torch.zeros(rows, len(candidates))
+    for j, cand in enumerate(candidates):
+        score = first[:, cand[0]]
+        if len(cand) > 1:  # the rest of the candidate continues from each prompt's cache
+            n = len(cand) - 1
+            cid = torch.tensor(cand[:-1], device=device).expand(rows, n)
+            pos2 = (shared + lens)[:, None] + torch.arange(n, device=device)
+            mask2 = torch.cat([mask, torch.ones((rows, n), dtype=torch.long, device=device)], 1)
+            h2 = lm.get_decoder()(input_ids=cid, attention_mask=mask2, position_ids=pos2,
+                                  past_key_values=_expand(h.past_key_values, 1), use_cache=True).last_hidden_state
+            logp = torch.log_softmax(head(h2).float(), -1)  # (B, n, V)
+            target = torch.tensor(cand[1:], device=device).expand(rows, n)
+            score = score + logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1)
+        out[:, j] = (score / len(cand) if normalise else score).cpu()
+    return out
 
 
 def label_scores(word_scores: torch.Tensor, word_label: Sequence[int], num_labels: int) -> torch.Tensor:
