@@ -1,0 +1,106 @@
+"""A bounded load generator for the HTTP server: N /predict bodies from C concurrent clients (httpx, asyncio),
+with per-request latency, status counts and the predictions; used by the load test and bench/bench_server.py."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_TRIES = 100  # per body with retry_429: the run stays bounded even against a server that never frees up
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0-100) of ``values``; None when empty.
+
+    >>> percentile([1, 2, 3, 4], 50), percentile([1, 2, 3, 4], 99)
+    (2, 4)
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class LoadResult:
+    """What ``drive`` saw: one entry per body in ``statuses`` / ``answers`` (None where no answer came)."""
+
+    seconds: float
+    statuses: list[int | None]
+    answers: list[list[dict[str, Any]] | None]
+    latencies: list[float] = field(default_factory=list)  # of the 200s, in seconds
+    errors: list[str] = field(default_factory=list)  # transport errors and non-200/429 answers
+    retries: int = 0  # 429s answered by waiting Retry-After and sending again (retry_429=True)
+    retry_after: list[int] = field(default_factory=list)  # the Retry-After values seen on 429s
+
+    def summary(self, inputs_per_request: int = 1) -> dict[str, Any]:
+        ok = sum(s == 200 for s in self.statuses)
+        p50, p99 = percentile(self.latencies, 50), percentile(self.latencies, 99)
+        return {"requests": len(self.statuses), "ok": ok, "status_counts": dict(Counter(map(str, self.statuses))),
+                "errors": len(self.errors), "error_examples": self.errors[:3], "retries": self.retries,
+                "seconds": round(self.seconds, 3), "requests_per_s": round(ok / self.seconds, 2),
+                "texts_per_s": round(ok * inputs_per_request / self.seconds, 2),
+                "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+                "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+                "max_retry_after_s": max(self.retry_after, default=None)}
+
+
+async def _drive(base_url: str, bodies: Sequence[dict[str, Any]], concurrency: int, headers: dict[str, str],
+                 retry_429: bool, max_retry_wait: float, timeout: float) -> LoadResult:
+    import httpx
+
+    n = len(bodies)
+    result = LoadResult(0.0, [None] * n, [None] * n)
+    next_index = iter(range(n))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def one(client: Any, i: int) -> None:
+        for _ in range(MAX_TRIES):
+            start = time.perf_counter()
+            try:
+                r = await client.post("/predict", json=bodies[i])
+            except httpx.HTTPError as e:
+                result.errors.append(f"request {i}: {type(e).__name__}: {e}")
+                return
+            result.statuses[i] = r.status_code
+            if r.status_code == 429:
+                wait = int(r.headers.get("retry-after", "1"))
+                result.retry_after.append(wait)
+                if retry_429:
+                    result.retries += 1
+                    await asyncio.sleep(min(wait, max_retry_wait))
+                    continue
+                return
+            if r.status_code != 200:
+                result.errors.append(f"request {i}: HTTP {r.status_code}: {r.text[:200]}")
+                return
+            result.latencies.append(time.perf_counter() - start)
+            result.answers[i] = r.json()["predictions"]
+            return
+        result.errors.append(f"request {i}: still refused after {MAX_TRIES} tries")
+
+    async def client_loop(client: Any) -> None:
+        for i in next_index:  # a shared iterator: each client takes the next body when it is free
+            await one(client, i)
+
+    start = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=timeout) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def drive(base_url: str, bodies: Sequence[dict[str, Any]], concurrency: int, headers: dict[str, str] | None = None,
+          retry_429: bool = False, max_retry_wait: float = 1.0, timeout: float = 120.0) -> LoadResult:
+    """POST each body to ``base_url/predict`` from ``concurrency`` clients, each sending its next body as soon as
+    its previous answer came. With ``retry_429`` a refused request waits its Retry-After (at most
+    ``max_retry_wait`` s) and is sent again until it is answered.
+
+    >>> # r = drive("http://127.0.0.1:8000", [{"inputs": ["hello"]}] * 1000, 50); r.summary()["p99_ms"]
+    """
+    return asyncio.run(_drive(base_url, bodies, concurrency, headers or {}, retry_429, max_retry_wait, timeout))
