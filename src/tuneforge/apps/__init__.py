@@ -1,0 +1,1 @@
+"""Applications built on TuneForge's public API (the customer-service assistant, ...)."""

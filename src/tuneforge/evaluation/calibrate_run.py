@@ -1,0 +1,199 @@
+"""Calibration of a trained single-label classification run: fit on validation, store ``calibration.json``, add
+ECE / abstention / OOS metrics to each split's report entry, and apply the stored calibration at prediction time."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuneforge.evaluation import calibration as cal
+from tuneforge.evaluation.evaluate import predict_features
+from tuneforge.io_utils import atomic_write_json, atomic_write_text
+
+FILE = "calibration.json"
+
+
+class LogitsView:
+    """A task whose ``predict`` returns the raw logits rows: lets ``predict_features`` batch a logits pass."""
+
+    def __init__(self, task: Any):
+        self.task = task
+
+    def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return self.task.collate(features)
+
+    def predict(self, outputs: dict[str, torch.Tensor], batch: Any) -> list[list[float]]:
+        return outputs["logits"].float().cpu().tolist()
+
+
+def collect_logits(model: torch.nn.Module, task: Any, features: Sequence[dict[str, Any]],
+                   batch_size: int = 64) -> np.ndarray:
+    """(N, C) fp32 logits of ``features`` in their order."""
+    rows = predict_features(model, LogitsView(task), features, batch_size)
+    return np.asarray(rows, dtype=np.float64).reshape(len(features), len(task.labels))
+
+
+def supports(task: Any) -> bool:
+    return getattr(task, "name", None) == "classification" and not getattr(task, "multi_label", False)
+
+
+def _gold(task: Any, examples: Sequence[dict[str, Any]], oos_label: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Gold indices (-1 where the label has no head output) and the OOS mask (gold == ``oos_label``)."""
+    idx = task.label_index
+    gold = np.array([idx.get(ex["labels"][0], -1) for ex in examples], dtype=int)
+    is_oos = np.array([oos_label is not None and ex["labels"][0] == oos_label for ex in examples], dtype=bool)
+    return gold, is_oos
+
+
+def fit(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, options: Any) -> dict[str, Any]:
+    """The stored calibration, from validation: temperature, OOS score, threshold and the rule that chose it."""
+    known = gold >= 0
+    temperature = cal.fit_temperature(logits[known], gold[known])
+    aurocs = {}
+    for name in cal.SCORES:
+        s = cal.oos_score(logits, name, temperature)
+        aurocs[name] = cal.auroc(s[~is_oos], s[is_oos])
+    score = options.oos_score
+    if score == "auto":
+        score = max(aurocs, key=lambda n: aurocs[n]) if is_oos.any() else "max_softmax"
+    if score not in cal.SCORES:
+        raise ValueError(f"calibration.oos_score {score!r}; known: auto, {', '.join(cal.SCORES)}")
+    scores = cal.oos_score(logits, score, temperature)
+    correct = logits.argmax(-1) == gold
+    threshold, rule, target = cal.select_threshold(options.rule, options.target, scores, correct, is_oos)
+    return {"temperature": temperature, "oos_score": score, "threshold": threshold, "rule": rule, "target": target,
+            "abstain": bool(options.abstain), "validation_auroc": aurocs, "bins": options.bins}
+
+
+def split_metrics(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, stored: dict[str, Any]) -> dict[str, Any]:
+    """ECE before/after on in-scope rows, abstention at the stored threshold, and the curves."""
+    bins, temperature = stored["bins"], stored["temperature"]
+    ins = ~is_oos
+    correct = logits.argmax(-1) == gold
+    before = cal.softmax(logits).max(-1)
+    after = cal.softmax(logits, temperature).max(-1)
+    scores = cal.oos_score(logits, stored["oos_score"], temperature)
+    out: dict[str, Any] = {
+        "ece_before_calibration": cal.ece(before[ins], correct[ins], bins),
+        "ece": cal.ece(after[ins], correct[ins], bins),
+        "temperature": temperature,
+        "threshold": stored["threshold"], "threshold_rule": f"{stored['rule']} {stored['target']:g} on validation",
+        "oos_score": stored["oos_score"],
+        **cal.abstention_metrics(scores, correct, is_oos, stored["threshold"]),
+        "coverage_risk": cal.coverage_risk_curve(scores[ins], correct[ins]),
+        "reliability": {"before": cal.reliability_bins(before[ins], correct[ins], bins),
+                        "after": cal.reliability_bins(after[ins], correct[ins], bins)},
+    }
+    if is_oos.any():
+        out["oos_auroc"] = {n: cal.auroc(s[ins], s[is_oos]) for n in cal.SCORES
+                            for s in [cal.oos_score(logits, n, temperature)]}
+        out["oos_curve"] = cal.oos_curve(scores, correct, is_oos)
+    return out
+
+
+def calibrate_run(model: torch.nn.Module, task: Any, features: dict[str, list], splits: dict[str, list],
+                  validation_split: str, options: Any, oos_label: str | None, run_dir: Path | None,
+                  batch_size: int = 64) -> dict[str, dict[str, Any]]:
+    """Fit on ``validation_split``, write ``run_dir/calibration.json`` and the reliability diagrams, and return the
+    metrics to merge into each split's report entry (``{}`` when off or not a single-label classifier)."""
+    if not options.enabled or not supports(task):
+        return {}
+    logits = {name: collect_logits(model, task, features[name], batch_size)
+              for name in ("validation", "test") if name in splits}
+    gold = {name: _gold(task, splits[name], oos_label) for name in logits}
+    stored = fit(logits[validation_split], *gold[validation_split], options)
+    metrics = {name: split_metrics(logits[name], *gold[name], stored) for name in logits}
+    if run_dir is not None:
+        atomic_write_json(run_dir / FILE, {**stored, "labels": list(task.labels), "oos_label": oos_label})
+        for name, m in metrics.items():
+            atomic_write_text(run_dir / f"reliability_{name}.svg", reliability_svg(m["reliability"], name))
+    return metrics
+
+
+def add_calibration_metrics(metrics: dict[str, dict[str, Any]], model: torch.nn.Module, task: Any,
+                            features: dict[str, list], splits: dict[str, list], validation_split: str, cfg: Any,
+                            run_dir: Path | None) -> dict[str, dict[str, Any]]:
+    """``metrics`` with each split's calibration and abstention figures merged in (the runner's one call)."""
+    extra = calibrate_run(model, task, features, splits, validation_split, cfg.calibration, cfg.eval.oos_label,
+                          run_dir, cfg.eval.batch_size)
+    return {name: {**m, **extra.get(name, {})} for name, m in metrics.items()}
+
+
+def load_calibration(run_dir: str | Path | None) -> dict[str, Any] | None:
+    path = Path(run_dir) / FILE if run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- prediction time
+class ScoredProbs(list):
+    """Calibrated probabilities of one row, carrying its OOS score (a list, so metrics and decisions still work)."""
+
+    oos_score: float = math.nan
+
+
+class CalibratedTask:
+    """The run's task with its stored calibration applied: ``predict`` returns temperature-scaled probabilities,
+    and ``format_prediction`` adds ``confidence`` and ``unknown`` (score under the stored threshold)."""
+
+    def __init__(self, task: Any, stored: dict[str, Any]):
+        self._task, self.calibration = task, stored
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+    def predict(self, outputs: dict[str, torch.Tensor], batch: Any) -> list[ScoredProbs]:
+        z = outputs["logits"].float().cpu().numpy()
+        probs = cal.softmax(z, self.calibration["temperature"])
+        scores = cal.oos_score(z, self.calibration["oos_score"], self.calibration["temperature"])
+        rows = []
+        for p, s in zip(probs, scores):
+            row = ScoredProbs(p.tolist())
+            row.oos_score = float(s)
+            rows.append(row)
+        return rows
+
+    def format_prediction(self, pred: Any, ex: dict[str, Any]) -> dict[str, Any]:
+        out = self._task.format_prediction(pred, ex)
+        score = getattr(pred, "oos_score", None)
+        if score is not None and not math.isnan(score):
+            out["confidence"] = out["score"]  # the calibrated top probability
+            out["oos_score"] = round(score, 6)
+            if self.calibration.get("abstain", True):
+                out["unknown"] = bool(score < self.calibration["threshold"])
+        return out
+
+
+def with_calibration(task: Any, run_dir: str | Path | None) -> Any:
+    """``task`` wrapped with ``run_dir``'s stored calibration, or ``task`` itself when there is none."""
+    stored = load_calibration(run_dir)
+    return CalibratedTask(task, stored) if stored is not None and supports(task) else task
+
+
+def reliability_svg(reliability: dict[str, list[dict[str, Any]]], split: str, size: int = 320) -> str:
+    """A reliability diagram (accuracy per confidence bin, before and after temperature scaling) as plain SVG."""
+    pad, inner = 36, size - 48
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" font-family="sans-serif" '
+             f'font-size="10"><rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{pad}" y="14">reliability ({split}): grey = before, blue = after</text>',
+             f'<line x1="{pad}" y1="{pad + inner}" x2="{pad + inner}" y2="{pad}" stroke="#999" '
+             f'stroke-dasharray="3,3"/>',
+             f'<rect x="{pad}" y="{pad}" width="{inner}" height="{inner}" fill="none" stroke="black"/>']
+    for kind, color, shift in (("before", "#bbb", 0.0), ("after", "#3572b0", 0.5)):
+        bins = reliability[kind]
+        w = inner / len(bins) / 2
+        for i, b in enumerate(bins):
+            if b["count"]:
+                h = inner * b["accuracy"]
+                x = pad + inner * i / len(bins) + shift * 2 * w
+                parts.append(f'<rect x="{x:.1f}" y="{pad + inner - h:.1f}" width="{w:.1f}" height="{h:.1f}" '
+                             f'fill="{color}"/>')
+    parts.append(f'<text x="{pad}" y="{size - 4}">confidence 0 → 1 (y: accuracy)</text></svg>')
+    return "\n".join(parts) + "\n"
