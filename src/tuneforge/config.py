@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from tuneforge.config_checks import check_cross_fields, check_max_length, check_ranges, model_length_limit
 from tuneforge.config_sections import (
     DataConfig,
     EarlyStoppingConfig,
@@ -41,9 +42,11 @@ __all__ = [
     "SpanConfig",
     "SplitConfig",
     "TrainConfig",
+    "check_max_length",
     "config_from_dict",
     "describe_fields",
     "load_config",
+    "model_length_limit",
     "parse_override",
     "resolve_data_paths",
     "save_config",
@@ -55,7 +58,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, _, raw = text.partition("=")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{key.strip()}: cannot read the value {raw!r} ({problem}); quote it or fix the "
+                          "brackets") from None
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)
     return key.strip().split("."), value
@@ -83,6 +91,8 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
     >>> config_from_dict({"task": "classification"}, ["train.lr=1e-4"]).train.lr
     0.0001
     """
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{source or 'config'}: the top level must be a mapping, got {type(raw).__name__}")
     raw = copy.deepcopy(raw or {})
     for item in overrides or []:
         keys, value = parse_override(item)
@@ -120,24 +130,11 @@ def _validate(cfg: RunConfig) -> None:
         value = getattr(obj, name)
         if value not in choices:
             raise ConfigError(f"{section}.{name}: {value!r} is not one of {', '.join(map(str, choices))}")
-    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
-        raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
-    if cfg.train.batch_tokens is not None:
-        if cfg.train.batch_tokens < 1:
-            raise ConfigError(f"train.batch_tokens: {cfg.train.batch_tokens!r} must be >= 1 (or null)")
-        if cfg.train.batching != "length_grouped":
-            raise ConfigError("train.batch_tokens needs train.batching: length_grouped (a token budget groups items "
-                              f"by length), not {cfg.train.batching!r}")
-    if cfg.train.layer_lr_decay is not None and not 0 < cfg.train.layer_lr_decay <= 1:
-        raise ConfigError(f"train.layer_lr_decay: {cfg.train.layer_lr_decay!r} must be in (0, 1]")
-    for key in ("dropout", "attention_dropout"):
-        value = getattr(cfg.train, key)
-        if value is not None and not 0 <= value < 1:
-            raise ConfigError(f"train.{key}: {value!r} must be in [0, 1)")
-    if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:
-        raise ConfigError(f"train.ema_decay: {cfg.train.ema_decay!r} must be in (0, 1)")
-    if not 0 <= cfg.data.split.validation < 1 or not 0 <= cfg.data.split.test < 1:
-        raise ConfigError("data.split.validation and data.split.test must be in [0, 1)")
+    check_ranges(cfg)  # every numeric field against its interval (config_checks.RANGES)
+    if cfg.train.batch_tokens is not None and cfg.train.batching != "length_grouped":
+        raise ConfigError("train.batch_tokens needs train.batching: length_grouped (a token budget groups items "
+                          f"by length), not {cfg.train.batching!r}")
+    check_cross_fields(cfg)
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "auto":
         raise ConfigError(f"loss.class_weights: {cfg.loss.class_weights!r}; use null, 'auto' or a list of numbers")
     _validate_fewshot(cfg)

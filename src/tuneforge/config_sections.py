@@ -7,8 +7,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneforge.config_typing import ConfigError
-
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
@@ -34,7 +32,9 @@ class DataConfig:
                                              "read in order and concatenated.")
     validation: str | list[str] | None = _f(None, "Validation file(s); carved from train when unset.")
     test: str | list[str] | None = _f(None, "Test file(s); carved from train when unset.")
-    format: str = _f("auto", "auto (by extension) | csv | tsv | json | jsonl | lines | conll | squad | ...")
+    format: str = _f("auto", "auto (by extension: .csv .tsv .json .jsonl .ndjson, .txt = lines; for task ner "
+                             ".conll .iob .bio and CoNLL-shaped .txt = conll) | csv | tsv | json | jsonl | lines | "
+                             "conll | squad | ...")
     text_column: str = _f("text", "Column holding the input text.")
     text_pair_column: str | None = _f(None, "Second text column for sentence-pair tasks.")
     label_column: str = _f("label", "Column holding the label (a list or delimited string for multi-label).")
@@ -46,7 +46,8 @@ class DataConfig:
     target_suffix: str | None = _f(None, "For format `parallel`: the target file is the source file with this "
                                          "extension (train.en + de → train.de); found when only one sibling.")
     skip_bad_rows: bool = _f(False, "Skip malformed rows instead of failing; the audit counts them with reasons.")
-    max_length: int = _f(128, "Maximum tokens per example; longer inputs are truncated and counted by the audit.")
+    max_length: int = _f(128, "Maximum tokens per example, at most the model's position limit; longer inputs are "
+                              "truncated and counted by the audit.")
     limit: int | None = _f(None, "Use only the first N training rows (after the split), for quick runs.")
     validation_limit: int | None = _f(None, "Use only the first N validation rows (after the split): generative "
                                             "tasks decode every validation prompt at each evaluation.")
@@ -87,7 +88,7 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = _f(3, "Number of passes over the training split.")
+    epochs: float = _f(3, "Number of passes over the training split (0 only together with max_steps).")
     max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = _f(32, "Examples per micro-batch (with batch_tokens: at most this many).")
     batch_tokens: int | None = _f(None, "Token budget per micro-batch: items x the longest item's length (the padded "
@@ -107,17 +108,17 @@ class TrainConfig:
     max_grad_norm: float | None = _f(1.0, "Gradient clipping norm; null disables.")
     dropout: float | None = _f(None, "Override the backbone's dropout probabilities.")
     attention_dropout: float | None = _f(None, "Override only the attention-probability dropout (after "
-                                               "train.dropout). 0 lets SDPA use its fused kernel: on 2 CPU cores "
-                                               "MiniLM trains 1.5x faster at 256 tokens and keeps no T x T "
-                                               "tensors (no gain on short inputs). Accuracy effect: measure it.")
+                                               "train.dropout). 0 lets SDPA use its fused attention kernel, which "
+                                               "keeps no T x T probability tensors (faster on long inputs); the "
+                                               "accuracy effect depends on the data.")
     fast_dropout: bool = _f(True, "On CPU, draw dropout masks from 16-bit lanes of 64-bit random words instead of "
-                                  "one Bernoulli sample per element: same drop rate (to 8e-6) and scaling, ~3.5x "
-                                  "cheaper; a different random stream than nn.Dropout. Covers nn.Dropout modules and "
+                                  "one Bernoulli sample per element: the same drop rate and scaling from fewer random "
+                                  "draws; a different random stream than nn.Dropout. Covers nn.Dropout modules and "
                                   "the attention-probability dropout of sdpa models (training/fast_dropout.py).")
     active_vocab: bool = _f(True, "Full fine-tuning with AdamW: train only the word-embedding rows the training "
                                   "data uses; AdamW would only weight-decay the others, and that decay is applied "
-                                  "as one product (same result to fp32 rounding). MiniLM on SST-2: 38% of the rows, "
-                                  "~3% less time a step (training/active_vocab.py). Not used with ema_decay.")
+                                  "as one product (same result to fp32 rounding), so steps update fewer rows "
+                                  "(training/active_vocab.py). Not used with ema_decay.")
     ema_decay: float | None = _f(None, "Exponential moving average of the trainable weights (e.g. 0.999), updated "
                                        "after every optimizer step; validation, the best checkpoint and the final "
                                        "model use the average. null = off.")
@@ -128,14 +129,14 @@ class TrainConfig:
                                    "(no dropout in them), and train from their cached outputs; false = every step.")
     eval_every: int = _f(0, "Validate every N optimizer steps (0 = only at epoch ends).")
     save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = at each evaluation).")
-    keep_checkpoints: int = _f(2, "How many step checkpoints to keep.")
+    keep_checkpoints: int = _f(2, "How many step checkpoints to keep (the newest); 0 = keep all.")
     early_stopping: EarlyStoppingConfig = _f(None, "Stop when the validation metric stops improving.")
     resume: bool = _f(False, "Continue from the latest checkpoint in output_dir. Refused when the run there was "
                              "trained with other settings or data (the message lists what differs).")
     overwrite: bool = _f(False, "A fresh run into an output_dir that already holds files is refused unless this is "
                                 "true; then the old run's files are removed first.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass instead of keeping them: "
-                                             "less memory for slower steps.")
+                                             "less memory, slower steps (roughly one more forward pass each).")
     num_threads: int | None = _f(None, "torch intra-op threads; default = physical cores.")
     progress: bool = _f(True, "Show a progress bar.")
     log_every: int = _f(10, "Write train loss to metrics.jsonl every N steps.")
@@ -147,12 +148,13 @@ class TrainConfig:
 
 @dataclass
 class FreezeConfig:
-    policy: str = _f("full", "full (train all) | top_k | head_only | bitfit.")
+    policy: str = _f("full", "full (train all) | top_k | head_only | bitfit. With peft.method set, the method "
+                             "decides what trains, so any other policy is refused.")
     k: int = _f(2, "For top_k: how many of the top transformer layers train.")
     embeddings: bool = _f(False, "Freeze the word-embedding matrix (position/type embeddings and their LayerNorm "
-                                 "still train). Its dense gradient, clipping and AdamW update are ~19% of a "
-                                 "batch-32 MiniLM step (over half the parameters); SST-2 dev accuracy fell by "
-                                 "~0.5 points with it (README). Refused for tied or grown vocabularies.")
+                                 "still train): its gradient, clipping and optimizer update are skipped, so steps "
+                                 "are faster and accuracy may drop. Refused for tied or grown vocabularies and "
+                                 "together with peft.method.")
 
 
 @dataclass
@@ -260,14 +262,6 @@ class GenerationConfig:
     eval_batch_size: int = _f(16, "Prompts the zero-shot baseline decodes together (validation, test and "
                                   "prediction use eval.batch_size).")
 
-    def __post_init__(self) -> None:
-        checks = {"max_new_tokens": self.max_new_tokens >= 1, "num_beams": self.num_beams >= 1,
-                  "temperature": self.temperature > 0, "top_p": 0 < self.top_p <= 1,
-                  "eval_batch_size": self.eval_batch_size >= 1}
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"generation.{name}: {getattr(self, name)!r} is out of range")
-
 
 @dataclass
 class SpanConfig:
@@ -277,7 +271,8 @@ class SpanConfig:
                                          "false = first subword only, the rest are ignored (-100).")
     negative_relation: str = _f("Other", "relation: the no-relation label, left out of the macro-F1 "
                                          "(SemEval-2010 Task 8 convention).")
-    doc_stride: int = _f(128, "qa: tokens shared by consecutive context windows (HF run_qa's doc_stride).")
+    doc_stride: int = _f(128, "qa: tokens shared by consecutive context windows (HF run_qa's doc_stride); 0 = no "
+                              "overlap; below data.max_length - max_question_length - 3.")
     max_answer_length: int = _f(30, "qa: longest answer span, in tokens, that decoding may return.")
     max_question_length: int = _f(64, "qa: questions longer than this many tokens are cut.")
     null_score_threshold: float = _f(0.0, "qa (SQuAD v2.0): answer 'no answer' when the null score beats the "

@@ -19,6 +19,7 @@ class LoadedData:
     bad_rows: list[dict[str, Any]] = field(default_factory=list)
     carved: list[str] = field(default_factory=list)  # which splits were cut from the train file
     shots: Any = None  # the k-shot draw (tuneforge.prompting.shots.ShotDraw) when data.shots_per_class is set
+    limited: dict[str, int] = field(default_factory=dict)  # split → the data.*limit that cut it
 
 
 def split_paths(value: str | list[str] | None) -> list[str]:
@@ -39,7 +40,7 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
     bad = BadRows(skip=data.skip_bad_rows)
     opts = ReadOptions(encoding=data.encoding, line_delimiter=data.line_delimiter,
                        text_column=data.text_column, label_column=data.label_column,
-                       target_suffix=data.target_suffix)
+                       target_suffix=data.target_suffix, task=getattr(task, "name", None))
     files = {name: getattr(data, name) for name in SPLITS}
     parsed = {}
     for name, paths in files.items():
@@ -70,13 +71,41 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
                                 f"{len(parsed['train'])} examples are mostly copies; set it to false or give "
                                 f"data.{name} as a file")
         splits.update(carved)
+    limited = {}
     for name, limit in (("train", data.limit), ("validation", data.validation_limit), ("test", data.test_limit)):
-        if limit and name in splits:
+        if limit is not None and name in splits and len(splits[name]) > limit:
             splits[name] = splits[name][:limit]
+            limited[name] = limit
     shots = None
     if data.shots_per_class:  # few-shot: K per class from train, after carving, so validation and test stay whole
         from tuneforge.prompting.shots import draw_shots
 
         shots = draw_shots(splits["train"], data.shots_per_class, seed, task.stratify_key)
         splits["train"] = shots.examples
-    return LoadedData({k: splits[k] for k in SPLITS if k in splits}, files, bad.rows, list(missing), shots)
+    check_train_classes(splits["train"], split_paths(files["train"])[0], data.label_column, limited.get("train"))
+    return LoadedData({k: splits[k] for k in SPLITS if k in splits}, files, bad.rows, list(missing), shots, limited)
+
+
+def class_labels(ex: dict[str, Any]) -> list[str] | None:
+    """The classes of a classification-style example (``labels`` list or ``relation``); None for other tasks."""
+    if isinstance(ex.get("labels"), list):
+        return ex["labels"]
+    return [ex["relation"]] if isinstance(ex.get("relation"), str) else None
+
+
+def check_train_classes(train: list[dict[str, Any]], where: str, label_column: str, limit: int | None) -> None:
+    """A classifier needs at least two classes in train; one class usually means a file sorted by label cut by
+    ``data.limit``, or the wrong label column."""
+    seen: set[str] = set()
+    for ex in train:
+        labels = class_labels(ex)
+        if labels is None:
+            return
+        seen.update(labels)
+        if len(seen) > 1:
+            return
+    if len(seen) == 1:
+        hint = (f"data.limit={limit} kept the first {limit} rows and the file looks sorted by label: shuffle it or "
+                "raise the limit" if limit else "a classifier needs at least two; check data.label_column")
+        raise DataError(where, None, f"the train split has a single class {next(iter(seen))!r} "
+                                     f"({len(train)} examples): {hint}", field=label_column)

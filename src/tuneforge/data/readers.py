@@ -1,10 +1,14 @@
-"""File readers: CSV, TSV, JSON, JSONL and `text@label` lines → records (dicts), with errors that name file, line, field."""
+"""File readers: CSV, TSV, JSON, JSONL and `text@label` lines → records (dicts), with errors that name file, line, field.
+
+Every reader raises only ``DataError`` (or reports the row to ``BadRows``), whatever the bytes; tests/unit/test_fuzz.py
+holds them to that."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,20 +50,40 @@ class ReadOptions:
     text_column: str = "text"
     label_column: str = "label"
     target_suffix: str | None = None  # format `parallel`: extension of the target file
+    task: str | None = None  # the task the records are for: `auto` picks conll for .txt files of task ner
 
 
 Reader = Callable[[Path, ReadOptions, BadRows], list[Record]]
 READERS: Registry[Reader] = Registry("data format")
 
 
-def detect_format(path: Path) -> str:
+_CONLL_SUFFIXES = ("conll", "conllu", "conll03", "iob", "iob2", "bio")
+_CONLL_LINE = re.compile(r"^\S+(\s+\S+)*\s+(O|[BIES]-\S+)$")  # token ... tag
+
+
+def looks_like_conll(path: Path, encoding: str = "utf-8", probe_lines: int = 50) -> bool:
+    """The first non-blank lines (``-DOCSTART-`` aside) are whitespace-separated columns ending in an IOB tag."""
+    try:
+        with open(path, encoding=encoding, errors="replace") as fh:
+            head = [line.strip() for _, line in zip(range(probe_lines * 4), fh)]
+    except (OSError, LookupError):
+        return False
+    lines = [ln for ln in head if ln and not ln.startswith("-DOCSTART-")][:probe_lines]
+    return bool(lines) and all(_CONLL_LINE.match(ln) for ln in lines)
+
+
+def detect_format(path: Path, task: str | None = None, encoding: str = "utf-8") -> str:
+    """The reader for ``data.format: auto``: by extension; a .txt file is CoNLL for task ner when its lines are
+    ``token ... tag`` columns, else one ``text@label`` example per line."""
     suffix = path.suffix.lower().lstrip(".")
     if suffix in ("csv", "tsv", "json", "jsonl"):
         return suffix
     if suffix == "ndjson":
         return "jsonl"
+    if suffix in _CONLL_SUFFIXES:
+        return "conll"
     if suffix == "txt":
-        return "lines"
+        return "conll" if task == "ner" and looks_like_conll(path, encoding) else "lines"
     raise DataError(path, None, f"cannot tell the format from the extension {path.suffix!r}; set data.format "
                                 f"(one of {', '.join(READERS.names())})")
 
@@ -73,8 +97,9 @@ def read_file(path: str | Path, fmt: str = "auto", opts: ReadOptions | None = No
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "file not found")
-    fmt = detect_format(path) if fmt == "auto" else fmt
-    return READERS.get(fmt)(path, opts or ReadOptions(), bad or BadRows())
+    opts = opts or ReadOptions()
+    fmt = detect_format(path, opts.task, opts.encoding) if fmt == "auto" else fmt
+    return READERS.get(fmt)(path, opts, bad or BadRows())
 
 
 def read_text(path: Path, encoding: str) -> str:
@@ -82,15 +107,50 @@ def read_text(path: Path, encoding: str) -> str:
     data = path.read_bytes()
     try:
         text = data.decode(encoding)
+    except LookupError:
+        raise DataError(path, None, f"unknown encoding {encoding!r}; set data.encoding (e.g. utf-8, latin-1)",
+                        field="data.encoding") from None
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(path, line, f"cannot decode byte 0x{data[e.start]:02x} as {encoding}; "
                                     f"set data.encoding (e.g. latin-1)") from None
+    nul = text.find("\x00")
+    if nul >= 0:  # text never holds NUL: a binary file, or UTF-16 read as UTF-8
+        line = text.count("\n", 0, nul) + 1
+        column = nul - (text.rfind("\n", 0, nul) + 1) + 1
+        raise DataError(path, line, f"NUL byte at column {column}: this is not a {encoding} text file (UTF-16? "
+                                    "set data.encoding)")
     return text.lstrip("\ufeff")
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` whose every failure is a ``json.JSONDecodeError`` or a ``ValueError`` with a plain message
+    (nesting too deep, an integer too long to convert)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def json_error(path: Path, line: int | None, e: ValueError) -> DataError:
+    if isinstance(e, json.JSONDecodeError):
+        return DataError(path, (line or 1) + e.lineno - 1, f"unparseable JSON (column {e.colno}): {e.msg}")
+    return DataError(path, line, f"unparseable JSON: {e}")
 
 
 def _read_delimited(path: Path, opts: ReadOptions, bad: BadRows, delimiter: str) -> list[Record]:
     text = read_text(path, opts.encoding)
+    # The csv module's 128 KiB field limit guards streamed reads; the whole file is in memory already, so a field
+    # can never be larger than it. A long text is read whole; tokenization cuts it at data.max_length and the audit
+    # counts the truncation.
+    previous = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    try:
+        return _delimited_rows(path, text, bad, delimiter)
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _delimited_rows(path: Path, text: str, bad: BadRows, delimiter: str) -> list[Record]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -139,9 +199,9 @@ def read_jsonl(path: Path, opts: ReadOptions, bad: BadRows) -> list[Record]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            bad.report(DataError(path, i, f"unparseable JSON (column {e.colno}): {e.msg}"))
+            obj = load_json(line)
+        except ValueError as e:
+            bad.report(json_error(path, i, e))
             continue
         if not isinstance(obj, dict):
             bad.report(DataError(path, i, f"expected a JSON object, found {type(obj).__name__}"))
@@ -156,9 +216,9 @@ def read_json(path: Path, opts: ReadOptions, bad: BadRows) -> list[Record]:
     """A JSON array of objects, or an object with one list field (``{"data": [...]}``)."""
     text = read_text(path, opts.encoding)
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(path, e.lineno, f"unparseable JSON (column {e.colno}): {e.msg}") from None
+        obj = load_json(text)
+    except ValueError as e:
+        raise json_error(path, None, e) from None
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
         if len(lists) != 1:

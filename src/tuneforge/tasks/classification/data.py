@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,24 @@ Example = dict[str, Any]
 def _fail(rec: Record, field: str, message: str) -> DataError:
     path, line = split_loc(rec.get(LOC, "?:?"))
     return DataError(path, line, message, field=field)
+
+
+def label_kind(value: Any) -> str:
+    """``string``, ``integer`` or ``number`` for a label value; ValueError for values that are no label.
+
+    Labels become strings, so 1 and "1" would name one class: a column must keep to one kind (checked per file).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"label {value!r} is a boolean; write labels as strings (e.g. \"yes\"/\"no\") or integers")
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"label {value!r} is not a finite number (a missing value?)")
+        return "number"
+    raise ValueError(f"a label must be a string or a number, got {type(value).__name__} {str(value)[:40]}")
 
 
 def parse_labels(value: Any, multi_label: bool, delimiter: str | None) -> list[str]:
@@ -32,12 +51,26 @@ def parse_records(records: list[Record], text_col: str, pair_col: str | None, la
                   multi_label: bool, delimiter: str | None, bad: BadRows) -> list[Example]:
     """Validate columns row by row; every problem names the file, line and field."""
     out: list[Example] = []
+    first_kind: dict[str, Any] = {}  # the label kind of the first row, and where it was
     for rec in records:
         try:
-            out.append(_parse_one(rec, text_col, pair_col, label_col, multi_label, delimiter))
+            ex = _parse_one(rec, text_col, pair_col, label_col, multi_label, delimiter)
+            _check_same_kind(rec, rec[label_col], label_col, first_kind)
+            out.append(ex)
         except DataError as e:
             bad.report(e)
     return out
+
+
+def _check_same_kind(rec: Record, value: Any, label_col: str, first: dict[str, Any]) -> None:
+    for v in value if isinstance(value, list) else [value]:
+        kind = label_kind(v)
+        if not first:
+            first.update(kind=kind, value=v, loc=rec.get(LOC))
+        elif kind != first["kind"]:
+            raise _fail(rec, label_col, f"label {v!r} is a {kind} but {first['loc']} has the {first['kind']} "
+                                        f"{first['value']!r}: one label column takes one kind (1 and \"1\" would be "
+                                        "one class); write them all as strings or all as numbers")
 
 
 def _parse_one(rec: Record, text_col: str, pair_col: str | None, label_col: str, multi_label: bool,
@@ -56,9 +89,17 @@ def _parse_one(rec: Record, text_col: str, pair_col: str | None, label_col: str,
         if not isinstance(pair, str) or not pair.strip():
             raise _fail(rec, pair_col, "empty second text")
         ex["text_pair"] = pair.strip()
+    for col in (text_col, pair_col):
+        if col and "\x00" in rec[col]:  # an escaped \u0000 in JSON; raw NUL bytes stop the reader
+            raise _fail(rec, col, f"NUL character at position {rec[col].index(chr(0))}")
     value = rec[label_col]
     if value is None or (isinstance(value, str) and not value.strip()):
         raise _fail(rec, label_col, "empty label")
+    try:
+        for v in value if isinstance(value, list) else [value]:
+            label_kind(v)
+    except ValueError as e:
+        raise _fail(rec, label_col, str(e)) from None
     labels = parse_labels(value, multi_label, delimiter)
     if not labels:
         raise _fail(rec, label_col, "empty label")

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.readers import LOC, READERS, BadRows, DataError, ReadOptions, Record, read_text, split_loc
+from tuneforge.data.readers import (
+    LOC,
+    READERS,
+    BadRows,
+    DataError,
+    ReadOptions,
+    Record,
+    json_error,
+    load_json,
+    read_text,
+    split_loc,
+)
 
 Example = dict[str, Any]
 
@@ -23,9 +33,9 @@ def read_squad(path: Path, opts: ReadOptions, bad: BadRows) -> list[Record]:
     Each record's location is ``file:data[i].paragraphs[j].qas[k]``.
     """
     try:
-        obj = json.loads(read_text(path, opts.encoding))
-    except json.JSONDecodeError as e:
-        raise DataError(path, e.lineno, f"unparseable JSON (column {e.colno}): {e.msg}") from None
+        obj = load_json(read_text(path, opts.encoding))
+    except ValueError as e:
+        raise json_error(path, None, e) from None
     articles = obj.get("data") if isinstance(obj, dict) else None
     if not isinstance(articles, list):
         raise DataError(path, None, 'expected SQuAD JSON: {"data": [{"paragraphs": [...]}]}', field="data")
