@@ -84,11 +84,12 @@ def evaluate_untrained(cfg: Any, prepared: Any, baselines: dict[str, Any], run_d
     from tuneforge.evaluation.report import build_report, comparison_table, write_report
 
     start = time.perf_counter()
-    metrics, details = {}, {}
+    metrics, details, labels = {}, {}, {}
     for split in ("validation", "test"):
         if split in prepared.data.splits:
             preds, details[split] = untrained_predictions(cfg, prepared, split)
             metrics[split] = prepared.task.metrics(preds, prepared.data.splits[split])
+            labels[split] = [prepared.task.labels[max(range(len(p)), key=p.__getitem__)] for p in preds]
     test_name = prepared.test_split
     report = build_report(prepared.task.name, cfg.model, prepared.task.main_metric, metrics, baselines, {
         "test_split": test_name,
@@ -100,6 +101,7 @@ def evaluate_untrained(cfg: Any, prepared: Any, baselines: dict[str, Any], run_d
     if main:
         atomic_write_json(run_dir / "task.json", {"name": prepared.task.name, "state": prepared.task.state()})
         write_report(run_dir, report)
+        atomic_write_json(run_dir / "predictions.json", labels)  # no weights to predict with later
         print(f"\nWithout training, on the {test_name} split ({len(prepared.data.splits[test_name])} examples):")
         print(comparison_table(report, test_name))
         print(f"\nrun directory: {run_dir}")

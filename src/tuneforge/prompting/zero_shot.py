@@ -59,7 +59,7 @@ def continuation_logprobs(model: torch.nn.Module, prompts: Sequence[list[int]], 
     with torch.inference_mode():
         base = None
         if shared:
-            base = lm.get_decoder()(input_ids=torch.tensor([shared], device=device), use_cache=True).past_key_values
+            base = lm.get_decoder()(input_ids=torch.tensor([shared], device=device), use_cache=True).cache
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             out[idx] = _score_batch(lm, base, len(shared), [prompts[i][len(shared):] for i in idx], candidates,
@@ -101,7 +101,7 @@ def _score_batch(lm: Any, base: Any, shared: int, suffixes: list[list[int]], can
         mask[r, shared:shared + len(x)] = 1
     pos = shared + torch.arange(width, device=device).expand(rows, width)
     h = lm.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos,
-                         past_key_values=_expand(base, rows), use_cache=True)
+                         cache=_expand(base, rows), use_cache=True)
     head = lm.get_output_embeddings()
     last = h.last_hidden_state[torch.arange(rows, device=device), lens - 1]  # (B, H): predicts the answer's start
     first = torch.log_softmax(head(last).float(), -1)  # (B, V)
@@ -114,7 +114,7 @@ def _score_batch(lm: Any, base: Any, shared: int, suffixes: list[list[int]], can
             pos2 = (shared + lens)[:, None] + torch.arange(n, device=device)
             mask2 = torch.cat([mask, torch.ones((rows, n), dtype=torch.long, device=device)], 1)
             h2 = lm.get_decoder()(input_ids=cid, attention_mask=mask2, position_ids=pos2,
-                                  past_key_values=_expand(h.past_key_values, 1), use_cache=True).last_hidden_state
+                                  cache=_expand(h.cache, 1), use_cache=True).last_hidden_state
             logp = torch.log_softmax(head(h2).float(), -1)  # (B, n, V)
             target = torch.tensor(cand[1:], device=device).expand(rows, n)
             score = score + logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1)
