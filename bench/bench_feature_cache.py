@@ -70,12 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import torch
 
-    from tuneforge.build import build_model
     from tuneforge.config import config_from_dict
-    from tuneforge.data.readers import LOC, BadRows
     from tuneforge.evaluation.evaluate import predict_features
-    from tuneforge.models import load_tokenizer, resolve_model
-    from tuneforge.runner import make_task
+    from tuneforge.run import prepare
     from tuneforge.training.feature_cache import cache_frozen_features
     from tuneforge.training.loop import fit
     from tuneforge.training.precision import resolve_precision
@@ -90,15 +87,13 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                   "progress": False, "num_threads": args.threads, "keep_checkpoints": 1, "log_every": 1000,
                   "feature_cache": False, "early_stopping": {"patience": None}},
         "freeze": {"policy": policy, "k": 2}, "eval": {"baselines": []}})
-    resolved = resolve_model(cfg.model)
-    task = make_task(cfg, resolved)
     rows = {name: read_table(SST2 / f"{name}.tsv", "sentence", "label", limit)
             for name, limit in (("train", args.train_limit), ("dev", args.dev_limit))}
-    examples = {name: task.parse([{"sentence": t, "label": lab, LOC: f"{name}:{i}"}
-                                  for i, (t, lab) in enumerate(r)], BadRows()) for name, r in rows.items()}
-    task.setup(examples["train"], load_tokenizer(resolved.path))
-    feats = {name: [task.encode(ex) for ex in exs] for name, exs in examples.items()}
-    built = build_model(task, resolved, cfg.train.dropout, policy, 2, None)
+    prepared = prepare(cfg, {split: [{"sentence": t, "label": lab} for t, lab in rows[name]]
+                             for split, name in (("train", "train"), ("validation", "dev"))})
+    task = prepared.task
+    feats = {"train": prepared.features["train"], "dev": prepared.features["validation"]}
+    built = prepared.build_model()
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     t0 = time.perf_counter()
@@ -123,7 +118,7 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "build_seconds": build_seconds, "epoch_seconds": epochs,
             "first_epoch_seconds": epochs[0] + build_seconds, "later_epoch_seconds": statistics.mean(later),
             "samples_per_second_later": len(train) / statistics.mean(later), "precision": precision,
-            "dev_accuracy": task.metrics(preds, examples["dev"])["accuracy"], "train_rows": len(train),
+            "dev_accuracy": task.metrics(preds, prepared.splits["validation"])["accuracy"], "train_rows": len(train),
             "trainable": built.parameters["trainable"]}
 
 

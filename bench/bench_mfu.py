@@ -187,11 +187,8 @@ def imdb_rows(limit: int) -> list[tuple[str, str]]:
 def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import torch
 
-    from tuneforge.build import build_model
     from tuneforge.config import config_from_dict
-    from tuneforge.data.readers import LOC, BadRows
-    from tuneforge.models import load_tokenizer, resolve_model
-    from tuneforge.runner import make_task
+    from tuneforge.run import prepare
     from tuneforge.training.loop import fit
     from tuneforge.training.precision import resolve_precision
 
@@ -211,18 +208,13 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                   "lr": args.lr, "precision": precision,
                   "progress": False, "num_threads": args.threads, "eval_every": 0, "keep_checkpoints": 1,
                   "log_every": 1000, "early_stopping": {"patience": None}},
-        "eval": {"baselines": []}})
-    resolved = resolve_model(cfg.model)
-    task = make_task(cfg, resolved)
+        "freeze": {"embeddings": "frozen_emb" in flags}, "eval": {"baselines": []}})
     limit = args.train_limit or (None if args.dataset == "sst2" else total_steps * batch_size)
     rows = (read_table(SST2 / "train.tsv", "sentence", "label", limit) if args.dataset == "sst2"
             else imdb_rows(limit))
-    examples = task.parse([{"sentence": t, "label": lab, LOC: f"train:{i}"} for i, (t, lab) in enumerate(rows)],
-                          BadRows())
-    task.setup(examples, load_tokenizer(resolved.path))
-    feats = [task.encode(ex) for ex in examples]
-    built = build_model(task, resolved, None, "full", 0, None, total_steps,
-                        freeze_embeddings="frozen_emb" in flags)
+    prepared = prepare(cfg, {"train": [{"sentence": t, "label": lab} for t, lab in rows]})
+    task, feats = prepared.task, prepared.features["train"]
+    built = prepared.build_model(total_steps)
     body = built.model.backbone
     sizes = {name: p.numel() for name, p in built.model.named_parameters() if "embeddings" not in name}
     n_head = sum(k for name, k in sizes.items() if not name.startswith("backbone.encoder."))  # pooler, classifier
@@ -230,14 +222,10 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     layers, hidden = body.config.num_hidden_layers, body.config.hidden_size
 
     seen: list[tuple[list[int], int]] = []  # (real lengths, padded width) of each training batch, in order
-    collate = task.collate
 
-    def recording_collate(features):
-        batch = collate(features)
-        seen.append(([f["length"] for f in features], int(batch["input_ids"].shape[1])))
-        return batch
+    def record(batch):
+        seen.append((batch["attention_mask"].sum(1).tolist(), int(batch["input_ids"].shape[1])))
 
-    task.collate = recording_collate  # type: ignore[method-assign]
     marks: list[float] = []
     faults: list[int] = []  # minor page faults of the process so far, at each optimizer step
 
@@ -252,7 +240,8 @@ def run_side(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         elif profiler is not None and len(marks) == total_steps:
             profiler.__exit__(None, None, None)
 
-    result = fit(built.model, task, feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[mark])
+    result = fit(built.model, task, feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[mark],
+                 batch_hooks=[record])
     w, s = args.warmup_steps, min(result.global_step, measured_end)
     profiled = profiler is not None and len(marks) >= total_steps
     window = seen[w:s]  # batch k is consumed by optimizer step k + 1, whose hook wrote marks[k]

@@ -68,11 +68,8 @@ def peak_rss_mb() -> float:
 
 
 def run_tuneforge(args: argparse.Namespace, convs: list, model_path: str, workdir: Path) -> dict:
-    from tuneforge.build import build_model
     from tuneforge.config import config_from_dict
-    from tuneforge.data.readers import BadRows
-    from tuneforge.models import load_tokenizer, resolve_model
-    from tuneforge.runner import make_task
+    from tuneforge.run import prepare
     from tuneforge.training.loop import fit
 
     cfg = config_from_dict({
@@ -82,12 +79,9 @@ def run_tuneforge(args: argparse.Namespace, convs: list, model_path: str, workdi
         "train": {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "precision": "fp32",
                   "warmup_ratio": 0.0, "batching": args.batching, "progress": False, "log_every": 1,
                   "num_threads": args.threads, "early_stopping": {"patience": None}}})
-    resolved = resolve_model(cfg.model)
-    task = make_task(cfg, resolved)
-    examples = task.parse([{"messages": c, "_loc": f"bench:{i}"} for i, c in enumerate(convs)], BadRows())
-    task.setup(examples, load_tokenizer(resolved.path))
-    features = [task.encode(ex) for ex in examples]
-    built = build_model(task, resolved, None, "full", 0, cfg.peft, args.steps)
+    prepared = prepare(cfg, {"train": [{"messages": c} for c in convs]})
+    task, features = prepared.task, prepared.features["train"]
+    built = prepared.build_model(args.steps)
     rss_loaded = peak_rss_mb()
     start = time.perf_counter()
     result = fit(built.model, task, features, [], [], cfg.train, cfg.seed, workdir, step_hooks=built.step_hooks)

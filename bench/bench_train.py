@@ -231,14 +231,9 @@ def warmup_steps(args: argparse.Namespace, n_train: int, lengths: list[int] | No
 
 # ---------------------------------------------------------------- TuneForge
 def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> dict[str, Any]:
-    from accelerate.utils import set_seed
-
-    from tuneforge.build import build_model
     from tuneforge.config import config_from_dict
-    from tuneforge.data.readers import LOC, BadRows
     from tuneforge.evaluation.evaluate import predict_features
-    from tuneforge.models import load_tokenizer, resolve_model
-    from tuneforge.runner import make_task
+    from tuneforge.run import prepare
     from tuneforge.training.loop import fit
     from tuneforge.training.precision import resolve_precision
 
@@ -254,21 +249,12 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
                   "early_stopping": {"patience": None}, "fast_dropout": not args.no_fast_dropout},
         "freeze": {"embeddings": args.freeze_embeddings}, "head": {"pooling": args.pooling},
         "eval": {"baselines": []}})
-    resolved = resolve_model(cfg.model)
-    task = make_task(cfg, resolved)
-
-    def examples(rows: list, name: str) -> list:
-        return task.parse([{"sentence": t, "label": lab, LOC: f"{name}:{i}"} for i, (t, lab) in enumerate(rows)],
-                          BadRows())
-
-    train_ex, dev_ex = examples(train_rows, "train"), examples(dev_rows, "dev")
-    task.setup(train_ex, load_tokenizer(resolved.path))
-    train_feats = [task.encode(ex) for ex in train_ex]  # tokenised once, as runner.train does
-    dev_feats = [task.encode(ex) for ex in dev_ex]
+    prepared = prepare(cfg, {"train": [{"sentence": t, "label": lab} for t, lab in train_rows],
+                             "validation": [{"sentence": t, "label": lab} for t, lab in dev_rows]})
+    task, train_feats, dev_feats = prepared.task, prepared.features["train"], prepared.features["validation"]
+    dev_ex = prepared.splits["validation"]
     n_steps, _ = warmup_steps(args, len(train_feats), [f["length"] for f in train_feats])
-    set_seed(args.seed)  # the head's init, as runner.train seeds it
-    built = build_model(task, resolved, cfg.train.dropout, "full", 0, None, n_steps,
-                        freeze_embeddings=cfg.freeze.embeddings)
+    built = prepared.build_model(n_steps)
     dtype = __import__("torch").bfloat16 if resolve_precision(precision) == "bf16" else None
 
     def dev_accuracy() -> float:
@@ -276,14 +262,6 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
         return task.metrics(preds, dev_ex)["accuracy"]
 
     clock = Clock(dev_accuracy, args.eval_every, args.target, args.stop_at_target, args.side_budget)
-    collate = task.collate
-
-    def counting_collate(features):
-        batch = collate(features)
-        clock.count(batch)
-        return batch
-
-    task.collate = counting_collate  # type: ignore[method-assign]
 
     def hook(model: Any, step: int) -> None:
         if clock.step(step):
@@ -291,7 +269,8 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
 
     clock.start()
     try:
-        result = fit(built.model, task, train_feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[hook])
+        result = fit(built.model, task, train_feats, [], [], cfg.train, cfg.seed, workdir, step_hooks=[hook],
+                     batch_hooks=[clock.count])
         last_step = result.global_step
     except StopTraining:
         last_step = clock.curve[-1]["step"]
