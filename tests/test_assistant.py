@@ -63,17 +63,19 @@ def intent_run(tiny_bert_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("assistant")
     (folder / "answers.yaml").write_text(ANSWERS)
     oos = [{"text": t, "label": "oos"} for t in OOS_TEXTS]
+    files = {}
+    for name, rows in (("train", _rows(160, 0)), ("validation", _rows(40, 1) + oos), ("test", _rows(40, 2) + oos)):
+        files[name] = str(folder / f"{name}.jsonl")
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = config_from_dict({
         "model": str(tiny_bert_dir), "output_dir": str(folder / "run"), "seed": 3,
-        "data": {"max_length": 32},
+        "data": {"max_length": 32, **files},
         "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "progress": False, "precision": "fp32"},
         "eval": {"baselines": [], "oos_label": "oos"},
         "calibration": {"target": 0.6},
         "assistant": {"answers": str(folder / "answers.yaml"), "faq_encoder": str(tiny_bert_dir)},
     })
-    result = train(cfg, records={"train": _rows(160, 0), "validation": _rows(40, 1) + oos,
-                                 "test": _rows(40, 2) + oos})
-    return result.run_dir
+    return train(cfg).run_dir
 
 
 def test_report_holds_calibration_and_oos_metrics(intent_run):
@@ -232,3 +234,16 @@ def test_feedback_survives_sigkill(tmp_path):
     assert {f"r{i}" for i in range(acked + 1)} <= ids  # every acknowledged record is on disk
     FeedbackLog(path).append({"reply_id": "after", "correct": True})  # the file stays appendable
     assert read_feedback(path)[-1]["reply_id"] == "after"
+
+
+def test_calibrate_command_refits_a_finished_run(intent_run, capsys):
+    from tuneforge.cli import main as cli_main
+
+    path = intent_run / "calibration.json"
+    before = json.loads(path.read_text())
+    path.unlink()
+    assert cli_main(["calibrate", str(intent_run)]) == 0
+    after = json.loads(path.read_text())
+    assert after["temperature"] == pytest.approx(before["temperature"], rel=1e-6)
+    assert after["threshold"] == pytest.approx(before["threshold"], rel=1e-6)
+    assert "validation: ECE" in capsys.readouterr().out

@@ -125,6 +125,33 @@ def add_calibration_metrics(metrics: dict[str, dict[str, Any]], model: torch.nn.
     return {name: {**m, **extra.get(name, {})} for name, m in metrics.items()}
 
 
+def recalibrate(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Calibrate a finished run from its directory (its saved config's data, its best weights): writes
+    ``calibration.json`` and merges the figures into ``report.json``; returns them per split. For runs trained
+    before calibration existed, or after changing the ``calibration`` section in the run's config.yaml."""
+    from tuneforge.data.load import load_splits
+    from tuneforge.run import open_run
+
+    loaded = open_run(run_dir)
+    cfg, task = loaded.cfg, loaded.task
+    if not supports(task):
+        raise ValueError(f"{run_dir}: calibration applies to single-label classification runs")
+    if not cfg.data.train:
+        raise ValueError(f"{run_dir}: its config names no data files (trained from in-memory records)")
+    splits = load_splits(cfg.data, task, cfg.seed).splits
+    features = {name: [task.encode(ex) for ex in splits[name]] for name in ("validation", "test") if name in splits}
+    val = "validation" if "validation" in splits else "test"
+    extra = calibrate_run(loaded.model, task, features, splits, val, cfg.calibration, cfg.eval.oos_label,
+                          loaded.run_dir, cfg.eval.batch_size)
+    report_path = loaded.run_dir / "report.json"
+    if report_path.is_file() and extra:
+        report = json.loads(report_path.read_text())
+        for name, m in extra.items():
+            report["metrics"].setdefault(name, {}).update(m)
+        atomic_write_json(report_path, report)
+    return extra
+
+
 def load_calibration(run_dir: str | Path | None) -> dict[str, Any] | None:
     path = Path(run_dir) / FILE if run_dir is not None else None
     if path is None or not path.is_file():
