@@ -99,13 +99,14 @@ def split_metrics(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, stor
 
 def calibrate_run(model: torch.nn.Module, task: Any, features: dict[str, list], splits: dict[str, list],
                   validation_split: str, options: Any, oos_label: str | None, run_dir: Path | None,
-                  batch_size: int = 64) -> dict[str, dict[str, Any]]:
+                  batch_size: int = 64, logits: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
     """Fit on ``validation_split``, write ``run_dir/calibration.json`` and the reliability diagrams, and return the
-    metrics to merge into each split's report entry (``{}`` when off or not a single-label classifier)."""
+    metrics to merge into each split's report entry (``{}`` when off or not a single-label classifier).
+    ``logits``: per split, when the caller has them already."""
     if not options.enabled or not supports(task):
         return {}
-    logits = {name: collect_logits(model, task, features[name], batch_size)
-              for name in ("validation", "test") if name in splits}
+    logits = logits or {name: collect_logits(model, task, features[name], batch_size)
+                        for name in ("validation", "test") if name in splits}
     gold = {name: _gold(task, splits[name], oos_label) for name in logits}
     stored = fit(logits[validation_split], *gold[validation_split], options)
     metrics = {name: split_metrics(logits[name], *gold[name], stored) for name in logits}
@@ -143,13 +144,18 @@ def recalibrate(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     val = "validation" if "validation" in splits else "test"
     extra = calibrate_run(loaded.model, task, features, splits, val, cfg.calibration, cfg.eval.oos_label,
                           loaded.run_dir, cfg.eval.batch_size)
-    report_path = loaded.run_dir / "report.json"
-    if report_path.is_file() and extra:
-        report = json.loads(report_path.read_text())
+    merge_into_report(loaded.run_dir, extra)
+    return extra
+
+
+def merge_into_report(run_dir: Path, extra: dict[str, dict[str, Any]]) -> None:
+    """Add per-split calibration figures to an existing ``report.json`` (atomically)."""
+    path = Path(run_dir) / "report.json"
+    if path.is_file() and extra:
+        report = json.loads(path.read_text())
         for name, m in extra.items():
             report["metrics"].setdefault(name, {}).update(m)
-        atomic_write_json(report_path, report)
-    return extra
+        atomic_write_json(path, report)
 
 
 def load_calibration(run_dir: str | Path | None) -> dict[str, Any] | None:

@@ -1,0 +1,257 @@
+"""The BANKING77 assistant bench: 10 intents held out as out-of-scope, calibration, abstention and /v1/assist latency.
+
+    python bench/bench_assistant.py            # data split + training (skipped when the run exists) + measures
+    python bench/bench_assistant.py --stage data
+
+The held-out intents are ``random.Random(SEED).sample(sorted(categories), 10)``. Train keeps the other 67 intents
+minus a seeded 10% per intent carved for validation; validation also gets 30 rows of each held-out intent from
+train.csv, labelled ``oos`` (they pick the threshold); the official test.csv is kept whole, its held-out rows
+labelled ``oos``. Results: bench/results/assistant.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import random
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BANKING77, RESULTS, ROOT  # noqa: E402
+
+from tuneforge.evaluation import calibration as cal  # noqa: E402
+
+SEED = 77
+HELD_OUT = 10
+VALIDATION_SHARE = 0.1
+OOS_VALIDATION_PER_INTENT = 30
+OOS = "oos"
+WORK = ROOT / "runs" / "banking77_oos"
+CONFIG = ROOT / "configs" / "apps" / "assistant_banking77.yaml"
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def held_out_intents() -> list[str]:
+    cats = sorted(json.loads((BANKING77 / "categories.json").read_text()))
+    return sorted(random.Random(SEED).sample(cats, HELD_OUT))
+
+
+def _rows(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [(r["text"], r["category"]) for r in csv.DictReader(fh)]
+
+
+def _write(path: Path, rows: list[tuple[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "category"])
+        w.writerows(rows)
+
+
+def make_split(folder: Path = WORK / "data") -> dict[str, int]:
+    """Write train/validation/test CSVs of the held-out split to ``folder``; returns row counts."""
+    held = set(held_out_intents())
+    rng = random.Random(SEED)
+    by_intent: dict[str, list[tuple[str, str]]] = {}
+    for text, cat in _rows(BANKING77 / "train.csv"):
+        by_intent.setdefault(cat, []).append((text, cat))
+    train, validation = [], []
+    for cat in sorted(by_intent):
+        rows = by_intent[cat][:]
+        rng.shuffle(rows)
+        if cat in held:
+            validation += [(t, OOS) for t, _ in rows[:OOS_VALIDATION_PER_INTENT]]
+            continue
+        k = round(len(rows) * VALIDATION_SHARE)
+        validation += rows[:k]
+        train += rows[k:]
+    test = [(t, OOS if c in held else c) for t, c in _rows(BANKING77 / "test.csv")]
+    for name, rows in (("train", train), ("validation", validation), ("test", test)):
+        _write(folder / f"{name}.csv", rows)
+    return {"train": len(train), "validation": len(validation), "test": len(test)}
+
+
+def train_run(run_dir: Path) -> None:
+    from tuneforge.config import load_config
+    from tuneforge.runner import train
+
+    train(load_config(CONFIG, [f"output_dir={run_dir}", "train.progress=false"]))
+
+
+def _find_classifier(model: Any) -> Any:
+    """The final linear layer: its input is the pooled sentence vector the distance score uses."""
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "classifier":
+            return module
+    raise ValueError("no classifier layer found")
+
+
+def logits_and_embeddings(model: Any, task: Any, features: list[dict[str, Any]],
+                          batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One pass: (N, C) logits and (N, H) pooled vectors (the classifier's input, captured by a forward hook)."""
+    from tuneforge.evaluation.calibrate_run import collect_logits
+
+    captured: list[torch.Tensor] = []
+    handle = _find_classifier(model).register_forward_hook(lambda m, inp, out: captured.append(inp[0].float()))
+    try:
+        logits = collect_logits(model, task, features, batch_size)
+    finally:
+        handle.remove()
+    # collect_logits runs length-sorted batches: put the vectors back in feature order
+    from tuneforge.training.batching import by_length
+
+    order = [i for idx in by_length([f["length"] for f in features], batch_size) for i in idx]
+    emb = np.zeros((len(features), captured[0].shape[-1]))
+    emb[order] = torch.cat(captured).numpy()
+    return logits, emb
+
+
+def score_table(scores: dict[str, dict[str, np.ndarray]], gold: dict[str, tuple[np.ndarray, np.ndarray]],
+                logits: dict[str, np.ndarray]) -> dict[str, Any]:
+    """For each OOS score: AUROC on validation and test, and test figures at the validation-chosen threshold
+    (oos_recall 0.7 on validation's OOS rows)."""
+    out = {}
+    for name, by_split in scores.items():
+        row: dict[str, Any] = {}
+        for split in ("validation", "test"):
+            g, oos = gold[split]
+            row[f"{split}_auroc"] = cal.auroc(by_split[split][~oos], by_split[split][oos])
+        g, oos = gold["validation"]
+        t = cal.threshold_for_oos_recall(by_split["validation"][oos], 0.7)
+        g, oos = gold["test"]
+        correct = logits["test"].argmax(-1) == g
+        row["test_at_validation_threshold"] = cal.abstention_metrics(by_split["test"], correct, oos, t)
+        out[name] = row
+    return out
+
+
+def measure_quality(run_dir: Path) -> dict[str, Any]:
+    from tuneforge.data.load import load_splits
+    from tuneforge.evaluation.calibrate_run import _gold, calibrate_run, merge_into_report
+    from tuneforge.run import open_run
+
+    loaded = open_run(run_dir)
+    cfg, task, model = loaded.cfg, loaded.task, loaded.model
+    splits = load_splits(cfg.data, task, cfg.seed).splits
+    rng = random.Random(SEED)
+    per_class: dict[str, list] = {}
+    for ex in splits["train"]:
+        per_class.setdefault(ex["labels"][0], []).append(ex)
+    centroid_rows = [ex for lab in sorted(per_class) for ex in rng.sample(per_class[lab], min(30, len(per_class[lab])))]
+    feats = {name: [task.encode(ex) for ex in rows] for name, rows in
+             (("validation", splits["validation"]), ("test", splits["test"]), ("centroids", centroid_rows))}
+    started = time.time()
+    passes = {name: logits_and_embeddings(model, task, f) for name, f in feats.items()}
+    logits = {name: passes[name][0] for name in ("validation", "test")}
+    emb_train = passes["centroids"][1]
+    labels = np.array([task.label_index[ex["labels"][0]] for ex in centroid_rows])
+    centroids = np.stack([emb_train[labels == i].mean(0) for i in range(len(task.labels))])
+    extra = calibrate_run(model, task, {}, splits, "validation", cfg.calibration, cfg.eval.oos_label, run_dir,
+                          logits=logits)
+    merge_into_report(run_dir, extra)
+    gold = {s: _gold(task, splits[s], cfg.eval.oos_label) for s in ("validation", "test")}
+    t_fit = extra["test"]["temperature"]
+    scores = {n: {s: cal.oos_score(logits[s], n, t_fit) for s in logits} for n in cal.SCORES}
+    scores["distance"] = {s: cal.distance_score(passes[s][1], centroids) for s in logits}
+    g, oos = gold["test"]
+    correct = logits["test"].argmax(-1) == g
+    # the rule without OOS rows: answer 90% of in-scope validation rows (max_softmax), applied to test
+    gv, oosv = gold["validation"]
+    t_cov = cal.threshold_for_coverage(cal.oos_score(logits["validation"], "max_softmax", t_fit)[~oosv], 0.9)
+    test = extra["test"]
+    return {
+        "rows": {s: len(splits[s]) for s in ("train", "validation", "test")},
+        "oos_rows": {s: int(gold[s][1].sum()) for s in gold},
+        "test_accuracy_in_scope_no_abstention": float(correct[~oos].mean()),
+        "temperature": t_fit,
+        "ece_before": {s: extra[s]["ece_before_calibration"] for s in extra},
+        "ece_after": {s: extra[s]["ece"] for s in extra},
+        "chosen_score": test["oos_score"], "threshold": test["threshold"], "threshold_rule": test["threshold_rule"],
+        "test": {k: test[k] for k in ("in_scope_accuracy", "in_scope_coverage", "answered_accuracy", "oos_recall")},
+        "validation": {k: extra["validation"][k] for k in ("in_scope_accuracy", "in_scope_coverage", "oos_recall")},
+        "scores": score_table(scores, gold, logits),
+        "coverage_rule_without_oos": {"rule": "coverage 0.9 of in-scope validation, max_softmax", "threshold": t_cov,
+                                      **cal.abstention_metrics(scores["max_softmax"]["test"], correct, oos, t_cov)},
+        "curve": {"coverage_risk_test": test["coverage_risk"], "oos_curve_test": test["oos_curve"]},
+        "measure_seconds": round(time.time() - started, 1),
+    }
+
+
+def measure_latency(run_dir: Path, queries: int, warmup: int = 20) -> dict[str, Any]:
+    """p50/p90 of POST /v1/assist over loopback HTTP, one query at a time, after ``warmup`` requests."""
+    import httpx
+    import uvicorn
+
+    from tuneforge.apps.assistant import Assistant
+    from tuneforge.commands.assist import build_app
+
+    assistant = Assistant.from_run_dir(run_dir, answers=ROOT / "data" / "apps" / "banking77_answers.yaml",
+                                       feedback=run_dir / "bench_feedback.jsonl")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    texts = [t for t, _ in _rows(BANKING77 / "test.csv")[::37]]
+    times: dict[str, list[float]] = {}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=30) as client:
+        for i in range(warmup + queries):
+            t0 = time.perf_counter()
+            reply = client.post("/v1/assist", json={"text": texts[i % len(texts)]}).json()
+            ms = (time.perf_counter() - t0) * 1000
+            if i >= warmup:
+                times.setdefault("all", []).append(ms)
+                times.setdefault(reply["path"], []).append(ms)
+    server.should_exit = True
+    thread.join(timeout=10)
+    return {"queries": queries, "threads": torch.get_num_threads(),
+            **{f"p50_ms_{k}": round(float(np.percentile(v, 50)), 2) for k, v in times.items()},
+            "p90_ms_all": round(float(np.percentile(times["all"], 90)), 2),
+            "paths": {k: len(v) for k, v in times.items() if k != "all"}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=("data", "train", "measure", "all"), default="all")
+    ap.add_argument("--run-dir", default=str(WORK / "run"))
+    ap.add_argument("--queries", type=int, default=200, help="timed /v1/assist requests after warm-up")
+    args = ap.parse_args()
+    run_dir = Path(args.run_dir)
+    if args.stage in ("data", "all", "train"):
+        print("split:", make_split(), "held out:", held_out_intents())
+    if args.stage in ("train", "all") and not (run_dir / "report.json").is_file():
+        started = time.time()
+        train_run(run_dir)
+        print(f"trained in {time.time() - started:.0f} s")
+    if args.stage in ("measure", "all"):
+        result = {"host": platform.processor() or platform.machine(), "cpu": cpu_name(),
+                  "held_out_intents": held_out_intents(), **measure_quality(run_dir),
+                  "latency": measure_latency(run_dir, args.queries)}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "assistant.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
