@@ -79,5 +79,6 @@ def run_study(spec: StudySpec, timeout: float | None = None, progress: bool = Tr
         left = spent / (done + 1) * (len(todo) - done - 1)  # mean cell time so far x cells left
         bar.set_postfix_str(f"ETA {left / 60:.1f} min, last {results[cell].get('status')}")
         bar.update(1)
+        write_outputs(spec, grid, results, facts)  # a stopped study still has a summary of what finished
     bar.close()
     return write_outputs(spec, grid, results, facts)
