@@ -247,3 +247,20 @@ def test_calibrate_command_refits_a_finished_run(intent_run, capsys):
     assert after["temperature"] == pytest.approx(before["temperature"], rel=1e-6)
     assert after["threshold"] == pytest.approx(before["threshold"], rel=1e-6)
     assert "validation: ECE" in capsys.readouterr().out
+
+
+def test_serve_adds_the_assistant_routes_next_to_predict(intent_run, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tuneforge.apps.routes import add_run_routes
+    from tuneforge.inference.server import create_app
+
+    predictor = Predictor.from_run_dir(intent_run, precision="fp32")
+    app = create_app(predictor)
+    assert add_run_routes(app, predictor) == ["/v1/assist", "/v1/feedback"]
+    with TestClient(app) as client:
+        reply = client.post("/v1/assist", json={"text": "change pin please"}).json()
+        assert reply["path"] in ("intent", "faq", "handoff") and reply["candidates"]
+        assert client.post("/v1/feedback", json={"id": reply["id"], "correct": True}).json()["stored"]
+        pred = client.post("/predict", json={"inputs": ["change pin please"]}).json()["predictions"][0]
+        assert pred["label"] == reply["intent"] and "unknown" in pred

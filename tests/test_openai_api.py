@@ -94,3 +94,14 @@ def test_bad_requests_are_refused(server):
                                                                 "tool_call_id": "1"}])
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model="tiny", messages=[])
+
+
+def test_serve_adds_the_chat_route_for_generative_runs(server):
+    from fastapi import FastAPI
+
+    from tuneforge.apps.routes import add_run_routes
+
+    _, generator = server
+    predictor = type("P", (), {"task": generator.task, "model": generator.model, "run_dir": None,
+                               "cfg": None})()
+    assert add_run_routes(FastAPI(), predictor) == ["/v1/chat/completions", "/v1/models"]

@@ -23,7 +23,8 @@ class ChatGenerator:
             raise ValueError(f"/v1/chat/completions needs a run of task 'generation', not "
                              f"{getattr(task, 'name', '?')!r}")
         self.task, self.model = task, model
-        self.model_name = model_name or str(getattr(predictor, "run_dir", None) or predictor.cfg.model)
+        run_dir = getattr(predictor, "run_dir", None)
+        self.model_name = model_name or (run_dir.name if run_dir else getattr(predictor.cfg, "model", "tuneforge"))
         self._lock = threading.Lock()  # one generation at a time: CPU-bound, and generate() is not reentrant
 
     def _prompt(self, messages: list[dict[str, str]]) -> tuple[Any, Any]:

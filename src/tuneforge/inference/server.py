@@ -133,5 +133,9 @@ def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str 
           precision: str = "auto", options: ServerOptions | None = None, log_level: str = "info") -> None:
     import uvicorn
 
+    from tuneforge.apps.routes import add_run_routes
+
     predictor = Predictor.from_run_dir(run_dir, precision=precision, backend=backend)
-    uvicorn.run(create_app(predictor, options), host=host, port=port, log_level=log_level)
+    app = create_app(predictor, options)
+    add_run_routes(app, predictor)  # /v1/assist + /v1/feedback, or /v1/chat/completions (apps/routes.py)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

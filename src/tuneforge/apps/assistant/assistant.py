@@ -100,13 +100,20 @@ class Assistant:
         """The assistant configured by the run's ``assistant`` section; arguments override it."""
         from tuneforge.inference.predictor import Predictor
 
-        run_dir = Path(run_dir)
         predictor = Predictor.from_run_dir(run_dir, batch_size=8, precision=precision)
+        return cls.from_predictor(predictor, answers, faq_encoder, threshold, feedback)
+
+    @classmethod
+    def from_predictor(cls, predictor: Any, answers: str | Path | None = None, faq_encoder: str | None = None,
+                       threshold: float | None = None, feedback: str | Path | None = None) -> Assistant:
+        """The assistant on an already loaded classification ``Predictor`` (the server shares its model)."""
+        run_dir = Path(predictor.run_dir)
         opts = predictor.cfg.assistant
-        loaded = load_answers(resolve_path(answers or opts.answers, run_dir, "assistant.answers"))
         labels = getattr(predictor.task, "labels", None)
-        if getattr(predictor.task, "name", None) != "classification" or not labels:
+        if getattr(predictor.task, "name", None) != "classification" or not labels or \
+                predictor.task.multi_label:
             raise ValueError(f"{run_dir}: the assistant needs a single-label classification run")
+        loaded = load_answers(resolve_path(answers or opts.answers, run_dir, "assistant.answers"))
         loaded.check_labels(labels)
         faq = None
         if loaded.faq:
