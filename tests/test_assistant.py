@@ -264,3 +264,33 @@ def test_serve_adds_the_assistant_routes_next_to_predict(intent_run, tmp_path):
         assert client.post("/v1/feedback", json={"id": reply["id"], "correct": True}).json()["stored"]
         pred = client.post("/predict", json={"inputs": ["change pin please"]}).json()["predictions"][0]
         assert pred["label"] == reply["intent"] and "unknown" in pred
+
+
+def test_faq_bi_encoder_fine_tuning_brings_questions_to_their_answers(tiny_bert_dir, tmp_path):
+    pairs = [("where is my card", "it has not arrived yet"), ("what is the exchange rate", "the euro rate is good"),
+             ("close my account", "please help close account"), ("i lost my money", "refund pending transfer")]
+    enc = BiEncoder.load(str(tiny_bert_dir))
+
+    def hits() -> int:
+        sims = enc.embed([q for q, _ in pairs]) @ enc.embed([a for _, a in pairs]).T
+        return int((sims.argmax(-1) == __import__("torch").arange(len(pairs))).sum())
+
+    losses = enc.fine_tune(pairs, epochs=30, lr=3e-3, batch_size=4)
+    assert losses[-1] < losses[0] * 0.5 and hits() == len(pairs)
+    enc.save(tmp_path / "faq")
+    again = BiEncoder.load(str(tmp_path / "faq"))
+    assert again.embed(["where is my card"]).allclose(enc.embed(["where is my card"]), atol=1e-5)
+
+
+def test_assist_command_exports_feedback_and_tunes_the_faq(intent_run, capsys, tmp_path):
+    from tuneforge.cli import main as cli_main
+
+    fb = tmp_path / "fb.jsonl"
+    log = FeedbackLog(fb)
+    log.append({"reply_id": "a", "correct": False, "text": "my pin", "correct_intent": "change_pin"})
+    log.append({"reply_id": "b", "correct": True, "text": "lost card"})
+    out = tmp_path / "extra.jsonl"
+    assert cli_main(["assist", str(intent_run), "--feedback", str(fb), "--export-feedback", str(out)]) == 0
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [{"text": "my pin", "label": "change_pin"}]
+    assert cli_main(["assist", str(intent_run), "--tune-faq", str(tmp_path / "faq"), "--epochs", "1"]) == 0
+    assert (tmp_path / "faq" / "config.json").is_file() and "FAQ bi-encoder tuned" in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 HELP = ("type a question; /wrong [INTENT] marks the last reply wrong (INTENT = the right one), /right marks it "
@@ -66,6 +67,13 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "stored abstention threshold)")
     p.add_argument("--feedback", help="feedback JSONL (default: assistant.feedback, in the run directory)")
     p.add_argument("--serve", action="store_true", help="serve POST /v1/assist and /v1/feedback instead")
+    p.add_argument("--export-feedback", metavar="OUT.jsonl",
+                   help="write the replies marked wrong with their right intent as training rows (the run's text "
+                        "and label columns; add OUT.jsonl to a later run's data.train) and exit")
+    p.add_argument("--tune-faq", metavar="FOLDER",
+                   help="fine-tune the FAQ bi-encoder on the answers file's question-answer pairs, save it to "
+                        "FOLDER (set assistant.faq_encoder or --faq-encoder to it) and exit")
+    p.add_argument("--epochs", type=int, default=3, help="--tune-faq: passes over the pairs")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
 
@@ -81,15 +89,44 @@ def build_app(assistant: Any) -> Any:
     return add_assistant_routes(app, assistant)
 
 
+def _export_feedback(args: argparse.Namespace) -> int:
+    from tuneforge.apps.assistant import training_rows
+    from tuneforge.apps.assistant.assistant import resolve_output
+    from tuneforge.io_utils import atomic_write_jsonl
+    from tuneforge.run import load_run_config
+
+    cfg = load_run_config(args.run_dir)
+    source = resolve_output(args.feedback or cfg.assistant.feedback, Path(args.run_dir))
+    rows = training_rows(source, cfg.data.text_column, cfg.data.label_column)
+    atomic_write_jsonl(args.export_feedback, rows)
+    print(f"{len(rows)} corrected replies from {source} -> {args.export_feedback}")
+    return 0
+
+
+def _tune_faq(assistant: Any, args: argparse.Namespace) -> int:
+    if assistant.faq is None:
+        print("tuneforge assist: error: the answers file has no faq pairs to tune on", file=sys.stderr)
+        return 2
+    losses = assistant.faq.encoder.fine_tune(assistant.answers.faq, epochs=args.epochs)
+    assistant.faq.encoder.save(args.tune_faq)
+    print(f"FAQ bi-encoder tuned on {len(assistant.answers.faq)} pairs (loss per epoch: "
+          f"{', '.join(f'{v:.4f}' for v in losses)}) -> {args.tune_faq}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from tuneforge.apps.assistant import AnswersError, Assistant
 
+    if args.export_feedback:
+        return _export_feedback(args)
     try:
         assistant = Assistant.from_run_dir(args.run_dir, args.answers, args.faq_encoder, args.threshold,
                                            args.feedback)
     except (AnswersError, ValueError) as e:
         print(f"tuneforge assist: error: {e}", file=sys.stderr)
         return 2
+    if args.tune_faq:
+        return _tune_faq(assistant, args)
     if args.serve:
         import uvicorn
 

@@ -82,7 +82,7 @@ class BiEncoder:
                 optim.zero_grad()
                 loss.backward()
                 optim.step()
-                total, batches = total + float(loss), batches + 1
+                total, batches = total + loss.item(), batches + 1
             losses.append(total / max(1, batches))
         self.body.eval()
         return losses
