@@ -1,0 +1,38 @@
+"""Why a model decided as it did: token attributions (Integrated Gradients, occlusion) for a run's inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from tuneforge.explain.attribution import ExplainError
+
+SUPPORTED = ("classification",)
+
+
+def explain_inputs(model: nn.Module, task: Any, items: Iterable[str | dict[str, Any]], label: str | None = None,
+                   steps: int = 50) -> list[dict[str, Any]]:
+    """One explanation per input: per-word IG and occlusion scores for ``label`` (default: the prediction).
+
+    >>> # explain_inputs(predictor.model, predictor.task, ["my card has not arrived"])[0]["words"]
+    """
+    from tuneforge.explain.classify import explain_one
+
+    name = getattr(task, "name", None)
+    if name not in SUPPORTED or getattr(task, "multi_label", False):
+        raise ExplainError(f"explanations cover single-label {', '.join(SUPPORTED)} runs; this run's task is "
+                           f"{name}{' (multi-label)' if getattr(task, 'multi_label', False) else ''}")
+    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+        raise ExplainError("explanations need the torch model (gradients): load the run with backend torch, "
+                           "precision fp32")
+    out = []
+    for item in items:
+        ex = task.parse_input(item)
+        out.append(explain_one(model, task.tokenizer, list(task.labels), ex["text"], ex.get("text_pair"), label,
+                               task.max_length, steps))
+    return out
+
+
+__all__ = ["ExplainError", "explain_inputs"]
