@@ -119,6 +119,8 @@ _CHOICES = {
     ("fewshot", "method"): ("none", "setfit", "prompt", "icl", "zero_shot"),
     ("fewshot", "selection"): ("random", "nearest"),
     ("fewshot", "order"): ("random", "grouped", "similar_last"),
+    ("calibration", "oos_score"): ("auto", "max_softmax", "energy"),
+    ("calibration", "rule"): ("auto", "oos_recall", "coverage", "precision"),
 }
 
 

@@ -24,7 +24,7 @@ RANGES: dict[str, str] = {
     "data.near_duplicate_threshold": "(0, 1]",
     "head.dropout": "[0, 1)",
     "loss.label_smoothing": "[0, 1)",
-    "train.epochs": "[0, inf)",  # 0 only together with max_steps (checked below)
+    "train.epochs": "[0, inf)",  # 0 without max_steps: no training, the untuned model is evaluated
     "train.max_steps": "[1, inf)",
     "train.batch_size": "[1, inf)",
     "train.batch_tokens": "[1, inf)",
@@ -53,7 +53,18 @@ RANGES: dict[str, str] = {
     "peft.num_virtual_tokens": "[1, inf)",
     "peft.target_r": "[1, inf)",
     "peft.adapter_size": "[1, inf)",
+    "data.shots_per_class": "[1, inf)",
     "eval.batch_size": "[1, inf)",
+    "calibration.bins": "[1, inf)",
+    "calibration.target": "(0, 1]",
+    "assistant.faq_min_similarity": "[-1, 1]",  # a cosine similarity
+    "assistant.handoff_top_k": "[1, inf)",
+    "fewshot.k": "[0, inf)",
+    "fewshot.max_prompt_tokens": "[1, inf)",
+    "fewshot.setfit_iterations": "[1, inf)",
+    "fewshot.setfit_epochs": "[1, inf)",
+    "fewshot.setfit_batch_size": "[1, inf)",
+    "fewshot.setfit_lr": "(0, inf)",
     "generation.max_new_tokens": "[1, inf)",
     "generation.num_beams": "[1, inf)",
     "generation.temperature": "(0, inf)",
@@ -123,9 +134,7 @@ def check_ranges(cfg: Any) -> None:
 
 def check_cross_fields(cfg: Any) -> None:
     """Fields that are valid alone but not together, and text fields with a fixed form."""
-    t, d = cfg.train, cfg.data
-    if t.epochs == 0 and t.max_steps is None:
-        raise ConfigError("train.epochs: 0 trains nothing; set train.epochs > 0 or train.max_steps")
+    d = cfg.data
     held_out = d.split.validation + d.split.test
     if held_out >= 1:
         raise ConfigError(f"data.split.validation + data.split.test = {held_out:g} leaves nothing to train on; "

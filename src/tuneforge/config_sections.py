@@ -88,7 +88,8 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = _f(3, "Number of passes over the training split (0 only together with max_steps).")
+    epochs: float = _f(3, "Number of passes over the training split; 0 (without max_steps) trains nothing and "
+                          "evaluates the untuned model.")
     max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = _f(32, "Examples per micro-batch (with batch_tokens: at most this many).")
     batch_tokens: int | None = _f(None, "Token budget per micro-batch: items x the longest item's length (the padded "

@@ -28,6 +28,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1:  # X | None: X's own message is the more precise one
+            return _coerce(value, real[0], where)
         errors = []
         for a in args:
             if a is type(None):

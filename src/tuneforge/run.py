@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from tuneforge.build import BuiltModel, build_model
-from tuneforge.config import RunConfig, load_config
+from tuneforge.config import RunConfig, check_max_length, load_config, model_length_limit
 from tuneforge.data.load import SPLITS, LoadedData, load_splits
 from tuneforge.data.readers import LOC, BadRows, DataError, Record
 from tuneforge.models import ResolvedModel, load_tokenizer, resolve_model
@@ -96,6 +96,7 @@ def prepare(cfg: RunConfig, records: dict[str, list[Record]] | None = None, enco
     """
     resolved = resolve_model(cfg.model)
     tokenizer = load_tokenizer(resolved.path)
+    check_max_length(cfg, model_length_limit(resolved.path, tokenizer))  # data.max_length within the positions
     task = make_task(cfg, resolved)
     data = load_splits(cfg.data, task, cfg.seed) if records is None else _parse_records(records, task, cfg)
     task.setup(data.splits["train"], tokenizer)  # label set, tokenizer, chat template: before anything encodes

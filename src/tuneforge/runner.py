@@ -38,7 +38,8 @@ def run_audit(cfg: RunConfig, task: Task, data: LoadedData, tokenizer: Any) -> d
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
 
     report = audit_splits(data.splits, text_of, labels_of, count_tokens, max_length=cfg.data.max_length,
-                          near_dup_threshold=cfg.data.near_duplicate_threshold, bad_rows=data.bad_rows)
+                          near_dup_threshold=cfg.data.near_duplicate_threshold, bad_rows=data.bad_rows,
+                          tokenizer=tokenizer, limited=data.limited)
     report["carved_from_train"] = data.carved
     return report
 

@@ -128,3 +128,95 @@ def test_unknown_extension_and_missing_file(tmp_path):
         parse(p)
     with pytest.raises(DataError, match="file not found"):
         parse(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("labels,msg", [
+    ([1, "1", 0], r"m.jsonl:2 \[field 'label'\]: label '1' is a string but .*m.jsonl:1 has the integer 1"),
+    ([True, False], r"m.jsonl:1 \[field 'label'\]: label True is a boolean"),
+    (["a", float("nan")], r"m.jsonl:2 \[field 'label'\]: label nan is not a finite number"),
+    ([1, 2.5], r"m.jsonl:2 \[field 'label'\]: label 2.5 is a number but .* has the integer 1"),
+    (["a", {"x": 1}], r"m.jsonl:2 \[field 'label'\]: a label must be a string or a number, got dict"),
+])
+def test_label_values_are_never_silently_coerced(tmp_path, labels, msg):
+    import json
+
+    p = tmp_path / "m.jsonl"
+    p.write_text("".join(json.dumps({"text": f"t{i}", "label": lab}) + "\n" for i, lab in enumerate(labels)))
+    with pytest.raises(DataError, match=msg):
+        parse(p)
+
+
+def test_labels_of_one_kind_load(tmp_path):
+    p = tmp_path / "ints.jsonl"
+    p.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n')
+    assert [e["labels"] for e in parse(p)[0]] == [["1"], ["0"]]
+    q = tmp_path / "multi.jsonl"
+    q.write_text('{"text": "a", "label": ["x", "y"]}\n{"text": "b", "label": ["x", 3]}\n')
+    with pytest.raises(DataError, match=r"multi.jsonl:2 \[field 'label'\]: label 3 is an integer"):
+        parse(q, multi_label=True)
+
+
+def test_nul_bytes_are_errors_with_line_and_field(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_bytes(b"text,label\nfine,pos\nbro\x00ken,neg\n")
+    with pytest.raises(DataError, match=r"t.csv:3: NUL byte at column 4: .*set data.encoding"):
+        parse(p)
+    utf16 = tmp_path / "u.csv"  # UTF-16 read as UTF-8 is full of NULs: the message points at data.encoding
+    utf16.write_bytes("text,label\nhi,pos\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match="UTF-16"):
+        parse(utf16)
+    assert parse(utf16, encoding="utf-16-le")[0][0]["text"] == "hi"
+    q = tmp_path / "t.jsonl"  # an escaped \u0000 survives decoding: caught per field
+    q.write_text('{"text": "ok", "label": "a"}\n{"text": "x\\u0000y", "label": "b"}\n')
+    with pytest.raises(DataError, match=r"t.jsonl:2 \[field 'text'\]: NUL character at position 1"):
+        parse(q)
+
+
+def test_csv_fields_above_the_default_limit_are_read_whole(tmp_path):
+    import csv
+
+    big = "word " * 60_000  # 300 KB, over the csv module's 128 KiB default
+    p = tmp_path / "big.csv"
+    p.write_text(f"text,label\n{big},pos\nshort,neg\n")
+    before = csv.field_size_limit()
+    exs, _ = parse(p)
+    assert len(exs[0]["text"]) == len(big.strip()) and exs[1]["text"] == "short"
+    assert csv.field_size_limit() == before  # the process-wide limit is restored
+
+
+@pytest.mark.parametrize("name", ["train.conll", "wnut.iob", "data.bio", "x.IOB2", "sentences.txt"])
+def test_auto_format_recognises_conll_for_ner(tmp_path, name):
+    from tuneforge.data.readers import detect_format
+
+    p = tmp_path / name
+    p.write_text("-DOCSTART- O\n\nEU NNP B-ORG\nrejects VBZ O\n\nPeter NNP B-PER\n")
+    assert detect_format(p, task="ner") == "conll"
+    recs = read_file(p, "auto", ReadOptions(task="ner"))
+    assert [r["tags"] for r in recs] == [["B-ORG", "O"], ["B-PER"]]
+
+
+def test_txt_stays_lines_unless_ner_and_conll_shaped(tmp_path):
+    from tuneforge.data.readers import detect_format
+
+    p = tmp_path / "fpb.txt"
+    p.write_text("profit rose@positive\nsales fell@negative\n")
+    assert detect_format(p, task="ner") == "lines"  # not token/tag columns
+    q = tmp_path / "c.txt"
+    q.write_text("EU B-ORG\nrejects O\n")
+    assert detect_format(q, task="classification") == "lines"
+    assert detect_format(q, task="ner") == "conll"
+
+
+def test_unknown_encoding_and_deep_json_are_data_errors(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("text,label\na,b\n")
+    with pytest.raises(DataError, match="unknown encoding 'nope'"):
+        read_file(p, "csv", ReadOptions(encoding="nope"))
+    q = tmp_path / "deep.json"
+    q.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="deep.json: unparseable JSON: JSON nested too deeply"):
+        read_file(q)
+    r = tmp_path / "long.jsonl"
+    r.write_text('{"text": "a", "label": ' + "9" * 5000 + "}\n")
+    with pytest.raises(DataError, match=r"long.jsonl:1: unparseable JSON"):
+        read_file(r)

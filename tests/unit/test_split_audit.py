@@ -124,3 +124,59 @@ def test_grouping_that_empties_a_split_is_a_clear_error(tmp_path):
     task = make_task(cfg, ResolvedModel(name="tiny", path=str(tmp_path), kind="encoder"))
     with pytest.raises(DataError, match=r"train\.csv.*group_duplicates"):
         load_splits(cfg.data, task, cfg.seed)
+
+
+def _load(tmp_path, rows: str, **data):
+    from tuneforge.config import config_from_dict
+    from tuneforge.data.load import load_splits
+    from tuneforge.models import ResolvedModel
+    from tuneforge.run import make_task
+
+    (tmp_path / "train.csv").write_text("text,label\n" + rows)
+    cfg = config_from_dict({"model": "unused", "task": "classification",
+                            "data": {"train": str(tmp_path / "train.csv"), **data}})
+    task = make_task(cfg, ResolvedModel(name="tiny", path=str(tmp_path), kind="encoder"))
+    return load_splits(cfg.data, task, cfg.seed)
+
+
+def test_a_train_split_with_one_class_is_an_error(tmp_path):
+    import pytest
+
+    from tuneforge.data.readers import DataError
+
+    with pytest.raises(DataError, match=r"train.csv \[field 'label'\]: the train split has a single class 'pos' "
+                                        r"\(24 examples\): .*check data.label_column"):
+        _load(tmp_path, "".join(f"text {i},pos\n" for i in range(30)))
+    sorted_rows = "".join(f"text {i},{'neg' if i < 50 else 'pos'}\n" for i in range(100))
+    with pytest.raises(DataError, match=r"single class 'neg' \(20 examples\): data.limit=20 kept the first 20 rows"):
+        _load(tmp_path, sorted_rows, limit=20, split={"validation": 0.1, "test": 0.1, "stratify": False})
+    loaded = _load(tmp_path, sorted_rows, limit=1000)  # a limit above the split's size cuts nothing
+    assert len({ex["labels"][0] for ex in loaded.splits["train"]}) == 2 and loaded.limited == {}
+
+
+def test_audit_warns_when_a_limit_leaves_a_held_out_split_with_one_class(tmp_path):
+    from tuneforge.data.audit import audit_splits
+
+    sorted_rows = "".join(f"text {i},{'neg' if i < 50 else 'pos'}\n" for i in range(100))
+    (tmp_path / "val.csv").write_text("text,label\n" + sorted_rows.replace("text", "other"))
+    loaded = _load(tmp_path, sorted_rows, validation=str(tmp_path / "val.csv"), validation_limit=10)
+    assert loaded.limited == {"validation": 10}
+    rep = audit_splits(loaded.splits, lambda e: e["text"], lambda e: e["labels"], None, limited=loaded.limited)
+    assert ("validation: every example has the label 'neg' while train has 2: data.validation_limit=10 kept the "
+            "first rows of a file that looks sorted by label; shuffle it or raise the limit") in rep["warnings"]
+
+
+def test_audit_warns_when_the_tokenizer_does_not_cover_the_text(tmp_path):
+    from tests.conftest import build_word_tokenizer
+    from tuneforge.data.audit import audit_splits
+
+    tok = build_word_tokenizer(tmp_path / "tok")
+    ex = lambda t, y: {"text": t, "labels": [y]}  # noqa: E731
+    splits = {"train": [ex("good movie", "pos"), ex("bad film", "neg")],
+              "test": [ex("这部电影很好看", "pos"), ex("太糟糕了", "neg")]}
+    rep = audit_splits(splits, lambda e: e["text"], lambda e: e["labels"], None, tokenizer=tok)
+    assert rep["splits"]["train"]["unknown_tokens"]["share"] == 0
+    test = rep["splits"]["test"]["unknown_tokens"]
+    assert test["share"] > 0.5 and test["token"] == "[UNK]" and test["texts_sampled"] == 2
+    warned = [w for w in rep["warnings"] if "unknown token" in w]
+    assert len(warned) == 1 and warned[0].startswith("test: ")

@@ -87,11 +87,47 @@ def near_duplicates(train_texts: Sequence[str], other_texts: Sequence[str], thre
     return out
 
 
+UNKNOWN_SHARE_WARN = 0.05  # above this share of [UNK] tokens the model reads little of the text
+UNKNOWN_SAMPLE = 2000  # texts per split tokenized for the unknown-token share
+
+
+def unknown_token_share(texts: Sequence[str], tokenizer: Any, sample: int = UNKNOWN_SAMPLE) -> dict[str, Any] | None:
+    """Share of the tokens of the first ``sample`` texts that the tokenizer maps to its unknown token (a Chinese
+    text through an English WordPiece vocabulary is mostly ``[UNK]``). None for tokenizers without one (byte-level
+    BPE never needs it)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not texts:
+        return None
+    ids = tokenizer(list(texts[:sample]), add_special_tokens=False, truncation=False)["input_ids"]
+    total = sum(len(x) for x in ids)
+    unknown = sum(x.count(unk) for x in ids)
+    return {"share": round(unknown / max(1, total), 4), "unknown": unknown, "tokens": total,
+            "texts_sampled": len(ids), "token": getattr(tokenizer, "unk_token", None)}
+
+
+def one_class_warning(name: str, dist: dict[str, int], train_labels: dict[str, int],
+                      limited: dict[str, int]) -> str | None:
+    """A held-out split with one class while train has several scores one class only; with a limit, the cause is
+    usually a file sorted by label."""
+    if name == "train" or len(dist) != 1 or len(train_labels) < 2:
+        return None
+    only = next(iter(dist))
+    key = {"validation": "data.validation_limit", "test": "data.test_limit"}.get(name, "the limit")
+    cause = (f": {key}={limited[name]} kept the first rows of a file that looks sorted by label; shuffle it or "
+             "raise the limit") if name in limited else ""
+    return f"{name}: every example has the label {only!r} while train has {len(train_labels)}{cause}"
+
+
 def audit_splits(splits: dict[str, list[Example]], text_of: Callable[[Example], str],
                  labels_of: Callable[[Example], list[str]], count_tokens: Callable[[list[str]], list[int]] | None,
                  max_length: int | None = None, near_dup_threshold: float = 0.9,
-                 bad_rows: list[dict[str, Any]] | None = None, examples_shown: int = 5) -> dict[str, Any]:
-    """Audit report for a dict of splits. ``labels_of`` returns a list (one item for single-label tasks)."""
+                 bad_rows: list[dict[str, Any]] | None = None, examples_shown: int = 5,
+                 tokenizer: Any = None, limited: dict[str, int] | None = None) -> dict[str, Any]:
+    """Audit report for a dict of splits. ``labels_of`` returns a list (one item for single-label tasks).
+
+    ``tokenizer`` adds each split's unknown-token share; ``limited`` (split → data.*limit that cut it) explains a
+    split left with one class.
+    """
     report: dict[str, Any] = {"splits": {}, "warnings": []}
     warnings: list[str] = report["warnings"]
     train = splits.get("train", [])
@@ -119,6 +155,14 @@ def audit_splits(splits: dict[str, list[Example]], text_of: Callable[[Example], 
                                 f"tokens and will be truncated")
         if within:
             warnings.append(f"{name}: {within} exact duplicate texts within the split")
+        if tokenizer is not None:
+            info["unknown_tokens"] = unk = unknown_token_share(texts, tokenizer)
+            if unk and unk["share"] > UNKNOWN_SHARE_WARN:
+                warnings.append(f"{name}: {unk['share']:.0%} of the tokens are the unknown token {unk['token']!r}: "
+                                "the tokenizer's vocabulary does not cover this text (another language or script?)")
+        one_class = one_class_warning(name, dist, train_labels, limited or {})
+        if one_class:
+            warnings.append(one_class)
         if name != "train":
             info["divergence_from_train"] = divergence(train_labels, dist)
             unseen = sorted(set(dist) - set(train_labels))

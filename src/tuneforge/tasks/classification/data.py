@@ -68,7 +68,8 @@ def _check_same_kind(rec: Record, value: Any, label_col: str, first: dict[str, A
         if not first:
             first.update(kind=kind, value=v, loc=rec.get(LOC))
         elif kind != first["kind"]:
-            raise _fail(rec, label_col, f"label {v!r} is a {kind} but {first['loc']} has the {first['kind']} "
+            article = "an" if kind == "integer" else "a"
+            raise _fail(rec, label_col, f"label {v!r} is {article} {kind} but {first['loc']} has the {first['kind']} "
                                         f"{first['value']!r}: one label column takes one kind (1 and \"1\" would be "
                                         "one class); write them all as strings or all as numbers")
 
