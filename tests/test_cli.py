@@ -79,3 +79,81 @@ def test_errors_are_reported_without_traceback(tmp_path, capsys):
     cfg.write_text("model: minilm\ndata:\n  train: d.csv\n")
     assert main(["data", "audit", str(cfg)]) == 2
     assert "d.csv:2 [field 'label']: empty label" in capsys.readouterr().err
+
+
+def test_predict_keeps_a_row_for_blank_lines_and_names_bad_bytes(toy_run, capsys):
+    tmp_path, _ = toy_run
+    run = tmp_path / "run"
+    (tmp_path / "in.txt").write_text("great love film\n\n   \nterrible bad movie\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(tmp_path / "in.txt")]) == 0
+    out = capsys.readouterr()
+    rows = [json.loads(line) for line in out.out.splitlines()]
+    assert len(rows) == 4  # one row per input line, so outputs line up with inputs
+    assert rows[1] == {"input": "", "error": "empty input", "line": 2} and rows[2]["line"] == 3
+    assert rows[0]["label"] == "positive" and rows[3]["label"] == "negative" and "error" not in rows[3]
+    assert '2 blank input line(s) (2, 3) kept as rows with "error": "empty input"' in out.err
+    (tmp_path / "bad.txt").write_bytes("fine film\ncaf\xe9 bad\n".encode("latin-1"))
+    assert main(["predict", str(run), "--input", str(tmp_path / "bad.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.txt:2: cannot decode byte 0xe9 as UTF-8" in err
+    (tmp_path / "j.txt").write_text('{"text": "good"}\n{"text": \n')
+    assert main(["predict", str(run), "--input", str(tmp_path / "j.txt")]) == 2
+    assert "j.txt:2: unparseable JSON" in capsys.readouterr().err
+
+
+def test_invalid_utf8_on_stdin_is_named(monkeypatch, capsys):
+    import io
+
+    from tuneforge.cli import _read_inputs
+    from tuneforge.data.readers import DataError
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\xfe\n")))
+    with pytest.raises(DataError, match=r"<stdin>:2: cannot decode byte 0xff"):
+        _read_inputs("-")
+
+
+def test_every_expected_error_is_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys):
+    import tuneforge.runner
+    import tuneforge.training.checkpoint as ckpt
+    from tuneforge.training.loop import NonFiniteLossError
+
+    if not hasattr(ckpt, "CheckpointError"):  # the checkpoint module's own error, when it has one
+        monkeypatch.setattr(ckpt, "CheckpointError", type("CheckpointError", (RuntimeError,), {}), raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  train: x.csv\n")
+    for error in (NonFiniteLossError("loss is nan at step 3 (epoch 0);\nlower train.lr"),
+                  ckpt.CheckpointError("step-4: checksum mismatch in model.safetensors"),
+                  PermissionError(13, "Permission denied", "runs/x")):
+        def fail(_cfg, error=error):
+            raise error
+        monkeypatch.setattr(tuneforge.runner, "train", fail)
+        assert main(["train", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("tuneforge train: error: ")
+        assert str(error).split("\n")[0] in err
+    monkeypatch.setattr(tuneforge.runner, "train", lambda _cfg: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # anything unexpected keeps its traceback
+        main(["train", str(cfg)])
+    monkeypatch.setenv("TUNEFORGE_TRACEBACK", "1")
+    monkeypatch.setattr(tuneforge.runner, "train", lambda _cfg: (_ for _ in ()).throw(NonFiniteLossError("nan")))
+    with pytest.raises(NonFiniteLossError):
+        main(["train", str(cfg)])
+
+
+def test_out_of_range_override_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  train: x.csv\n")
+    assert main(["train", str(cfg), "train.lr=0"]) == 2
+    assert capsys.readouterr().err == f"tuneforge train: error: {cfg}: train.lr: 0.0 must be > 0\n"
+
+
+def test_data_audit_warns_about_unknown_tokens(tiny_bert_dir, tmp_path, capsys):
+    rows = [f"{t},{y}" for t, y in [("这部电影很好看", "pos"), ("太糟糕了", "neg"), ("我很喜欢", "pos"),
+                                       ("非常无聊", "neg")] * 5]
+    (tmp_path / "zh.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": str(tiny_bert_dir), "data": {
+        "train": "zh.csv", "split": {"validation": 0.2, "test": 0.2, "group_duplicates": False}}}))
+    assert main(["data", "audit", str(cfg)]) == 0
+    assert "of the tokens are the unknown token '[UNK]'" in capsys.readouterr().out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -84,17 +86,47 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                         "whose int8 matmuls are slower than fp32 it warns and predicts in fp32")
 
 
+BLANK = None  # the item _read_inputs puts where an input line is blank
+
+
+def _input_text(source: str) -> str:
+    """The input decoded as UTF-8; a bad byte names the file (or stdin) and its line."""
+    from tuneforge.data.readers import DataError
+
+    if source == "-":
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:  # a text stream already (tests, embedding)
+            return sys.stdin.read()
+        data, name = buffer.read(), "<stdin>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(path, None, "input file not found")
+        data, name = path.read_bytes(), source
+    try:
+        return data.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(name, line, f"cannot decode byte 0x{data[e.start]:02x} as UTF-8; convert the file to UTF-8 "
+                                    "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def _read_inputs(source: str) -> list[Any]:
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    """One item per input line: a string, a JSON object, or BLANK for a blank line (it keeps its row)."""
+    from tuneforge.data.readers import DataError, json_error, load_json
+
+    name = "<stdin>" if source == "-" else source
     items: list[Any] = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(_input_text(source).splitlines(), start=1):
         if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
+            items.append(BLANK)
+        elif line.lstrip().startswith("{"):
             try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"{source}:{i}: unparseable JSON: {e.msg}") from None
+                items.append(load_json(line))
+            except ValueError as e:
+                raise json_error(Path(name), i, e) from None
+            if not isinstance(items[-1], dict):
+                raise DataError(name, i, "expected a JSON object")
         else:
             items.append(line.strip())
     return items
@@ -105,9 +137,16 @@ def _predict(args: argparse.Namespace) -> int:
     from tuneforge.io_utils import atomic_write_jsonl
 
     items = _read_inputs(args.input)
-    results = Predictor.from_run_dir(args.run_dir, precision=args.precision,
-                                     backend=args.backend).predict(items)
-    rows = [{"input": item, **r} for item, r in zip(items, results)]
+    given = [item for item in items if item is not BLANK]
+    results = iter(Predictor.from_run_dir(args.run_dir, precision=args.precision,
+                                          backend=args.backend).predict(given) if given else [])
+    blank = [i for i, item in enumerate(items, start=1) if item is BLANK]
+    if blank:  # one output row per input line, so outputs stay aligned with inputs
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        print(f"tuneforge predict: {len(blank)} blank input line(s) ({shown}) kept as rows with "
+              '"error": "empty input" and no prediction', file=sys.stderr)
+    rows = [{"input": "", "error": "empty input", "line": i} if item is BLANK else {"input": item, **next(results)}
+            for i, item in enumerate(items, start=1)]
     if args.output:
         atomic_write_jsonl(args.output, rows)
     else:
@@ -167,20 +206,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from tuneforge.config import ConfigError
-    from tuneforge.data.readers import DataError
-    from tuneforge.inference.int8 import Int8Error
-    from tuneforge.inference.onnx_backend import OnnxBackendError
-    from tuneforge.models import ModelNotFoundError
-    from tuneforge.registry import UnknownNameError
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe a problem with the input, the config, the run or the machine: the CLI prints them as one
+    line. Anything else is a bug and keeps its traceback. Imported only when an error is being handled."""
+    import importlib
 
+    found: list[type[BaseException]] = [OSError]  # file not found, permission denied, disk full
+    for module, name in EXPECTED_ERRORS:
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:  # an optional extra that is not installed
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+EXPECTED_ERRORS = (
+    ("tuneforge.config", "ConfigError"),
+    ("tuneforge.data.readers", "DataError"),
+    ("tuneforge.models", "ModelNotFoundError"),
+    ("tuneforge.registry", "UnknownNameError"),
+    ("tuneforge.training.loop", "NonFiniteLossError"),
+    ("tuneforge.training.checkpoint", "CheckpointError"),
+    ("tuneforge.inference.onnx_backend", "OnnxBackendError"),
+    ("tuneforge.inference.int8", "Int8Error"),
+    ("tuneforge.inference.multi_adapter", "MultiAdapterError"),
+    ("tuneforge.export", "ExportError"),
+    ("tuneforge.tasks.generation.data", "TemplateError"),
+)
+
+
+def one_line(error: BaseException) -> str:
+    return re.sub(r"\s*\n\s*", " ", str(error)).strip() or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. Expected errors print ``tuneforge CMD: error: ...`` on one line and exit with 2
+    (TUNEFORGE_TRACEBACK=1 shows the traceback instead); Ctrl-C exits with 130."""
+    args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][2](args)
-    except (ConfigError, DataError, ModelNotFoundError, UnknownNameError, FileNotFoundError, OnnxBackendError,
-            Int8Error) as e:
-        print(f"tuneforge {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"tuneforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except expected_errors() as e:  # evaluated only when something was raised
+        if os.environ.get("TUNEFORGE_TRACEBACK") == "1":
+            raise
+        print(f"tuneforge {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -100,10 +100,10 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
     # YAML reads 5e-5 as a string; the type pass turns it into a float where a float is expected.
     try:
         cfg = build_section(RunConfig, raw)
+        cfg.source = source
+        _validate(cfg)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}" if source else str(e)) from None
-    cfg.source = source
-    _validate(cfg)
     return cfg
 
 
