@@ -141,6 +141,10 @@ class TrainConfig:
     num_threads: int | None = _f(None, "torch intra-op threads; default = physical cores.")
     progress: bool = _f(True, "Show a progress bar.")
     log_every: int = _f(10, "Write train loss to metrics.jsonl every N steps.")
+    trackers: list[str] = _f(["tensorboard"], "Where train and validation scalars also go: tensorboard (run_dir/tb) "
+                                              "| mlflow (the tracking extra; $MLFLOW_TRACKING_URI, else a local file "
+                                              "store next to the run: <output_dir>/../mlruns; the report and best "
+                                              "weights are logged as artifacts) | wandb (when installed).")
 
     def __post_init__(self) -> None:
         if self.early_stopping is None:
@@ -179,6 +183,13 @@ class EvalConfig:
     oos_label: str | None = _f(None, "Gold label that marks out-of-scope evaluation rows (it never occurs in train). "
                                      "The report then adds oos_recall, in_scope_accuracy and in_scope_coverage per "
                                      "split at the abstention threshold chosen on validation.")
+    slices: list[str] = _f([], "Test-split slices in report.html, each with confidence intervals and significant "
+                               "gaps to the rest flagged: length (word-count quartiles) | source (the data file) | "
+                               "the name of any other column in the data file (e.g. a group column).")
+    counterfactuals: str | None = _f(None, "Counterfactual template file (YAML): sentence pairs that differ only in "
+                                           "a group term; the report gives the prediction flip rate and mean "
+                                           "probability shift per term pair. Built-in sets: sentiment_en, "
+                                           "intents_en. null = none.")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from tuneforge.evaluation.evaluate import model_inputs, predict_features
 from tuneforge.io_utils import append_jsonl
 from tuneforge.tasks.base import Batch, Example, Feature, Task
+from tuneforge.tracking import open_trackers
 from tuneforge.training import checkpoint as ckpt
 from tuneforge.training import speedups
 from tuneforge.training.batching import BatchSampler
@@ -97,7 +98,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     ema = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay) if cfg.ema_decay else None
     ckpt_root = run_dir / "checkpoints"
     metrics_log = run_dir / "metrics.jsonl"
-    writer = _tensorboard(run_dir) if main else None
+    writer = open_trackers(run_dir, cfg.trackers) if main else None  # train.trackers
 
     # ---- resume: weights, optimiser, schedule, data position; RNG is restored once the iterator exists ----
     step, epoch, batch_in_epoch, best, best_step, bad_evals = 0, 0, 0, None, None, 0
@@ -266,11 +267,3 @@ def _window_of(batch_in_epoch: int, grad_accum: int) -> int:
 
 def _autocast_dtype(precision: str) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional at run time
-        return None
-    return SummaryWriter(str(run_dir / "tb"))
