@@ -73,3 +73,22 @@ def test_icl_run_on_a_decoder_reports_demonstrations(tiny_llama_dir, tmp_path):
     assert test["mode"] == "icl" and len(test["demonstrations"]) == 2
     assert test["overflow_count"] == len(test["overflow"]) > 0  # a 50-token budget cannot hold the demonstrations
     assert 0.0 <= report["metrics"]["test"]["accuracy"] <= 1.0 and "zero_shot" in report["baselines"]
+
+
+def test_prompt_method_trains_the_verbaliser_words_and_serves_them(tiny_llama_dir, tmp_path):
+    from tuneforge.inference.predictor import Predictor
+
+    data = tmp_path / "toy.csv"
+    write_toy_csv(data, n=40)
+    cfg = _cfg(tiny_llama_dir, data, tmp_path / "run", task="classification_generative",
+               data={"shots_per_class": 4}, train={"epochs": 2},
+               fewshot={"method": "prompt", "instruction": "Mood? {labels}",
+                        "verbaliser": {"positive": ["good"], "negative": ["bad"]}})
+    train(cfg)
+    state = json.loads((tmp_path / "run" / "task.json").read_text())["state"]
+    assert state["prompt"]["verbaliser"] == {"negative": ["bad"], "positive": ["good"]}
+    pred = Predictor.from_run_dir(tmp_path / "run")
+    assert pred.task.prompt.instruction == "Mood? {labels}"
+    ex = pred.task.parse_input("good film")
+    assert pred.task.messages({**ex, "labels": ["positive"]})[-1] == {"role": "assistant", "content": "good"}
+    assert pred.predict(["good film"])[0]["label"] in {"positive", "negative"}

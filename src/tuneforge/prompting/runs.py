@@ -22,8 +22,20 @@ def trains_nothing(cfg: Any) -> bool:
 
 
 def setup_fewshot(cfg: Any, prepared: Any, run_dir: Path | None) -> None:
-    """Give the task the configured prompt (its zero-shot baseline uses it) and record the k-shot draw."""
-    prepared.task.prompt = prompt_spec(cfg.fewshot, prepared.task.labels)
+    """Give the task the configured prompt (zero-shot and in-context scoring use it; a decoder trained on label
+    words learns its verbaliser) and record the k-shot draw."""
+    f, task = cfg.fewshot, prepared.task
+    configured = bool(f.prompt or f.instruction or f.verbaliser or f.descriptions)
+    spec = prompt_spec(f, task.labels)
+    if hasattr(task, "use_prompt"):  # classification_generative: its own instruction unless one is configured
+        if not (f.prompt or f.instruction):
+            spec.instruction = task.instruction_template
+        spec.system_prompt = spec.system_prompt or task.system_prompt
+        task.use_prompt(spec)
+        if configured:  # prepare() encoded with the task's default words; the verbaliser's replace them
+            prepared.features = {name: [task.encode(ex) for ex in exs] for name, exs in prepared.data.splits.items()}
+    else:
+        task.prompt = spec
     shots = getattr(prepared.data, "shots", None)
     if run_dir is not None and shots is not None:
         atomic_write_json(run_dir / "shots.json", {"shots_per_class": cfg.data.shots_per_class, "seed": cfg.seed,

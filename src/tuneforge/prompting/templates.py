@@ -53,6 +53,8 @@ class PromptSpec:
     def user_text(self, ex: dict[str, Any], with_instruction: bool = True) -> str:
         """The user turn for ``ex``: the instruction, then the input slot filled."""
         body = self.input.format(text=ex["text"], text_pair=ex.get("text_pair", ""))
+        if ex.get("text_pair") and "{text_pair}" not in self.input:  # pair inputs: the second text follows
+            body += f"\n\n{ex['text_pair']}"
         if not with_instruction:
             return body
         return f"{self.instruction.format(labels=self.label_list())}\n\n{body}"

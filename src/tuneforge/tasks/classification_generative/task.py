@@ -6,6 +6,7 @@ encoding and model are the generation task's.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ import torch
 from torch import nn
 
 from tuneforge.data.readers import BadRows, Record
+from tuneforge.prompting.templates import PromptSpec
+from tuneforge.prompting.templates import conversation as prompt_conversation
 from tuneforge.tasks.base import TASKS, Batch, Example, Feature, TaskContext
 from tuneforge.tasks.classification.task import ClassificationTask
 from tuneforge.tasks.classification_generative import data as cgdata
@@ -71,6 +74,8 @@ class GenerativeClassificationTask:
 
     def messages(self, ex: Example) -> list[dict[str, str]]:
         known = [lab for lab in ex.get("labels", ()) if lab in self.cls.label_index]
+        if getattr(self, "prompt", None) is not None:  # a prompt from the fewshot section (tuneforge.prompting)
+            return prompt_conversation(self.prompt, ex, answer=self.prompt.verbaliser[known[0]][0] if known else None)
         answer = cgdata.label_word(known[0]) if known else None  # unseen label: a prompt with nothing to learn
         return cgdata.conversation(ex, self.instruction, self.system_prompt, answer)
 
@@ -80,7 +85,14 @@ class GenerativeClassificationTask:
 
     def _use_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = gdata.ensure_chat_template(tokenizer)
-        self.candidates = cgdata.answer_token_ids(tokenizer, [cgdata.label_word(lab) for lab in self.labels])
+        words = [self.prompt.verbaliser[lab][0] if getattr(self, "prompt", None) else cgdata.label_word(lab)
+                 for lab in self.labels]
+        self.candidates = cgdata.answer_token_ids(tokenizer, words)
+
+    def use_prompt(self, spec: PromptSpec) -> None:
+        """Train, score and predict with ``spec``'s instruction, input slot and first verbaliser words."""
+        self.prompt = spec
+        self._use_tokenizer(self.tokenizer)
 
     def encode(self, ex: Example) -> Feature:
         return gdata.encode_chat(self.tokenizer, self.messages(ex), self.max_length)
@@ -127,10 +139,13 @@ class GenerativeClassificationTask:
 
     # ----- persistence -----
     def state(self) -> dict[str, Any]:
-        return self.cls.state()
+        prompt = getattr(self, "prompt", None)
+        return {**self.cls.state(), **({"prompt": dataclasses.asdict(prompt)} if prompt is not None else {})}
 
     def load_state(self, state: dict[str, Any], tokenizer: Any) -> None:
         self.cls.load_state(state, tokenizer)
+        if state.get("prompt"):
+            self.prompt = PromptSpec(**state["prompt"])
         self._use_tokenizer(tokenizer)
 
 
