@@ -69,7 +69,8 @@ def markdown(summary: dict[str, Any], spec: StudySpec, facts: dict[str, Any]) ->
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         if "mean" not in r:
-            lines.append(f"| {r['method']} | {r['budget']} | – | failed | | 0 | | | |")
+            state = "not run yet" if all(f["status"] == "not run" for f in r["failed"]) else "failed"
+            lines.append(f"| {r['method']} | {r['budget']} | – | {state} | | 0 | | | |")
             continue
         budget = "none" if r["budget"] == 0 else r["budget"]
         lines.append(f"| {r['method']} | {budget} | {r['labels']} | {r['mean']:.4f} ± {r['sd']:.4f} | "
