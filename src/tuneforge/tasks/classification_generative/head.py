@@ -25,8 +25,9 @@ class LabelScorer(nn.Module):
                 prompt_ids: torch.Tensor | None = None, prompt_mask: torch.Tensor | None = None,
                 **_: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.training:
-            nll, keep = answer_nll(self.backbone, input_ids, attention_mask, target_ids, position_ids, segment_ids)
-            return {"loss_sum": nll.sum(), "loss_count": keep.sum().float()}
+            loss, keep = answer_nll(self.backbone, input_ids, attention_mask, target_ids, position_ids, segment_ids,
+                                    reduction="sum")
+            return {"loss_sum": loss, "loss_count": keep.sum().float()}
         return {"logits": self.label_scores(prompt_ids, prompt_mask)}
 
     def label_scores(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:

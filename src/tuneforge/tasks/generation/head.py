@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuneforge.tasks.generation.data import IGNORE
+from tuneforge.training.chunked_ce import linear_cross_entropy
 
 
 def block_causal_mask(segment_ids: torch.Tensor, attn_implementation: str) -> torch.Tensor:
@@ -46,27 +47,31 @@ def is_prompt_learning(backbone: nn.Module) -> bool:
 
 
 def answer_nll(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor,
-               position_ids: torch.Tensor | None = None,
-               segment_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll of every answer token (N,), the (R, T-1) map of where they are: column t predicts token t+1).
+               position_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+               reduction: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """(nll of every answer token (N,), or their sum with ``reduction="sum"``; the (R, T-1) map of where they are:
+    column t predicts token t+1).
 
-    The vocabulary projection runs only at answer positions, never over the whole (R, T, V) logits.
+    The vocabulary projection runs only at answer positions, in chunks of tokens (training/chunked_ce.py): never over
+    the whole (R, T, V) logits, nor even the (N, V) logits of all answer tokens at once. ``"none"`` is for scoring
+    without gradients; training takes ``"sum"``.
     """
     keep = target_ids[:, 1:] != IGNORE  # (R, T-1)
-    if is_prompt_learning(backbone):  # virtual tokens are prepended inside PEFT's forward
+    targets = target_ids[:, 1:][keep]  # (N,)
+    if is_prompt_learning(backbone):  # virtual tokens are prepended inside PEFT's forward, which returns all logits
         if segment_ids is not None:
             raise ValueError("generation.packing does not work with prompt-learning PEFT methods")
         logits = backbone(input_ids=input_ids, attention_mask=attention_mask).logits
         logits = logits[:, -input_ids.shape[1]:-1][keep]  # (N, V)
-    else:
-        lm = unwrap_lm(backbone)
-        mask = attention_mask
-        if segment_ids is not None:
-            mask = block_causal_mask(segment_ids, lm.config._attn_implementation)
-        hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                  use_cache=False).last_hidden_state  # (R, T, H)
-        logits = lm.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V)
-    nll = F.cross_entropy(logits.float(), target_ids[:, 1:][keep], reduction="none")
+        return F.cross_entropy(logits.float(), targets, reduction=reduction), keep
+    lm = unwrap_lm(backbone)
+    mask = attention_mask
+    if segment_ids is not None:
+        mask = block_causal_mask(segment_ids, lm.config._attn_implementation)
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                              use_cache=False).last_hidden_state  # (R, T, H)
+    head = lm.get_output_embeddings()
+    nll = linear_cross_entropy(hidden[:, :-1][keep], head.weight, targets, bias=head.bias, reduction=reduction)
     return nll, keep
 
 
@@ -91,9 +96,9 @@ class CausalLM(nn.Module):
         token_nll = torch.zeros(input_ids.shape, device=input_ids.device)  # (R, T): token t's nll at column t
         if self.training or (target_ids[:, 1:] != IGNORE).any():  # prediction inputs have no answer to score
             nll, keep = answer_nll(self.backbone, input_ids, attention_mask, target_ids, position_ids,
-                                   segment_ids)
+                                   segment_ids, reduction="sum" if self.training else "none")
             if self.training:
-                return {"loss_sum": nll.sum(), "loss_count": keep.sum().float()}
+                return {"loss_sum": nll, "loss_count": keep.sum().float()}
             token_nll[:, 1:][keep] = nll
         out = {"token_nll": token_nll}
         if prompt_ids is not None:
