@@ -117,3 +117,77 @@ def test_lora_wraps_the_lm_and_trains_only_adapters(tiny_llama_dir, tok):
     assert losses[-1] < losses[0]
     with torch.no_grad():
         assert model.eval()(**batch)["sequences"].shape[0] == len(CONVS)
+
+
+def reference_answer_loss(lm, batch, reduction="sum"):
+    """The loss computed the plain way: every position's logits at once, shifted cross-entropy on answer tokens."""
+    logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["target_ids"][:, 1:].flatten(),
+                           ignore_index=-100, reduction=reduction)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_chunked_loss_and_gradients_equal_full_logits(tiny_llama_dir, tok, monkeypatch, autocast):
+    from tuneforge.models import load_backbone
+    from tuneforge.training import chunked_ce
+
+    monkeypatch.setattr(chunked_ce, "CHUNK_BYTES", 4 * len(tok) * 3)  # 3 tokens a chunk: many chunks
+    torch.manual_seed(0)
+    lean = load_backbone(str(tiny_llama_dir), causal_lm=True)  # grouped K/V attention, chunked loss
+    assert lean.config._attn_implementation == "sdpa_grouped_kv"
+    plain = tiny_lm(tiny_llama_dir, "sdpa")  # repeat_kv attention, full logits
+    model = CausalLM(lean, {}, [], tok.pad_token_id).train()
+    batch = gdata.collate([gdata.encode_chat(tok, c, 256) for c in CONVS], tok.pad_token_id)  # padded rows
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(**batch)
+        want = reference_answer_loss(plain.train(), batch)
+    # bf16: the same bf16 logits; gradients differ by bf16 rounding order only (~1e-3 relative)
+    tol = {"atol": 1e-3, "rtol": 1e-2} if autocast else {"atol": 1e-5, "rtol": 1e-5}
+    torch.testing.assert_close(out["loss_sum"], want, **tol)
+    (out["loss_sum"] / out["loss_count"]).backward()
+    (want / out["loss_count"]).backward()
+    params = dict(plain.named_parameters())
+    for name, p in lean.named_parameters():  # tied embeddings: the head's gradient lands on the input embedding
+        torch.testing.assert_close(p.grad, params[name].grad, msg=name, **tol)
+    model.eval()
+    scoring = {k: v for k, v in batch.items() if not k.startswith("prompt")}  # no generation
+    with torch.no_grad():  # evaluation's per-token losses: the same values at every answer position
+        token_nll = model(**scoring)["token_nll"][:, 1:].flatten()
+        ref = reference_answer_loss(plain.eval(), batch, "none")
+    torch.testing.assert_close(token_nll, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tuneforge.peft_methods") is None,
+                    reason="tuneforge.peft_methods (another engineer's module) is not there yet")
+def test_gradient_checkpointing_with_lora_gives_the_same_gradients(tiny_llama_dir, tok):
+    from tuneforge.config import PeftConfig
+    from tuneforge.models import enable_gradient_checkpointing, load_backbone
+    from tuneforge.peft_methods import apply_peft
+
+    batch = gdata.collate([gdata.encode_chat(tok, c, 256) for c in CONVS], tok.pad_token_id, True, 256)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        lm, _ = apply_peft(load_backbone(str(tiny_llama_dir), causal_lm=True),
+                           PeftConfig(method="lora", r=4, alpha=8, dropout=0.0), task_type="CAUSAL_LM",
+                           total_steps=10)
+        if checkpointing:
+            enable_gradient_checkpointing(lm)
+        model = CausalLM(lm, {}, [], tok.pad_token_id).train()
+        for p in model.parameters():  # LoRA's B starts at zero: move it so every gradient is non-trivial
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(p.numel()))
+        out = model(**batch)
+        out["loss_sum"].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-6, rtol=1e-5, msg=name)
+    assert lm.get_base_model().model.gradient_checkpointing
+
+
+def test_gradient_checkpointing_refused_where_the_model_lacks_it():
+    from tuneforge.models import enable_gradient_checkpointing
+
+    with pytest.raises(ValueError, match="does not support gradient checkpointing"):
+        enable_gradient_checkpointing(torch.nn.Linear(2, 2))
