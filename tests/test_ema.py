@@ -68,9 +68,11 @@ def test_best_checkpoint_holds_the_average_and_report_scores_it(tiny_bert_dir, t
     result = train(cfg)
     run_dir = tmp_path / "run"
     best = load_file(str(run_dir / "best" / "model.safetensors"))
-    average = load_file(str(run_dir / "best" / FILE))
+    best_step = json.loads((run_dir / "best" / "progress.json").read_text())["best_step"]
+    average = load_file(str(run_dir / "checkpoints" / f"step-{best_step}" / FILE))
     assert best.keys() == average.keys()
     assert all(torch.equal(best[k], average[k]) for k in best)  # best/ = the validated (averaged) weights
+    assert not (run_dir / "best" / FILE).exists()  # weights only: the average is what best/ holds
     raw, _ = final_weights(run_dir)  # step checkpoints keep the raw weights, for resume
     assert any(not torch.equal(raw[k], best[k]) for k in best)
     # the reported validation score is the averaged model's, the same one fit selected

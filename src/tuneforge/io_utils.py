@@ -1,10 +1,12 @@
-"""Atomic file writes (temp file + rename) and small JSON helpers, so no half-written file is left behind."""
+"""Atomic file and folder writes (temp + fsync + rename) and small JSON helpers: no half-written file is left behind."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -21,10 +23,101 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        fsync_path(tmp)  # the data reaches the disk before the name does: a crash never leaves an empty file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_path(path.parent)
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's or folder's contents to disk (a folder's fsync makes the names in it durable)."""
+    if os.name == "nt" and Path(path).is_dir():  # Windows cannot open a folder for fsync
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file under ``folder``, then the folders themselves, deepest first."""
+    folders = []
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            fsync_path(Path(root) / name)
+        folders.append(Path(root))
+    for d in reversed(folders):
+        fsync_path(d)
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield an empty temp folder next to ``path``; when the block succeeds, fsync it and swap it in whole.
+
+    An existing ``path`` is never half-replaced: it is renamed aside (``.NAME.old-*``), the new folder renamed in,
+    and only then the old one deleted. A kill between the two renames leaves the old folder aside, which
+    ``clean_temp_dirs`` puts back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Rename folder ``src`` to ``dst``, replacing any ``dst`` without a moment where a half folder is visible."""
+    if not dst.exists():
+        os.replace(src, dst)  # renaming onto an absent name is atomic
+        fsync_path(dst.parent)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+    os.replace(dst, aside / dst.name)
+    os.replace(src, dst)
+    fsync_path(dst.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_dir(path: Path) -> None:
+    """Delete a folder so that an interrupted delete never leaves a partial folder under its own name."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    os.replace(path, aside / path.name)
+    fsync_path(path.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+# ``.NAME.XXXX`` (a folder being written) and ``.NAME.old-XXXX/NAME`` (a folder set aside): mkdtemp's suffixes
+# never contain "-", so the two cannot be confused
+_TEMP = re.compile(r"^\.(?P<name>.+?)\.(?P<old>old-)?[A-Za-z0-9_]+$")
+
+
+def clean_temp_dirs(parent: str | Path, names: re.Pattern[str]) -> list[str]:
+    """Remove the temp folders ``atomic_dir``/``remove_dir`` left in ``parent`` when a process was killed, for
+    targets whose name matches ``names``; a target that was set aside and never replaced is put back first.
+    Returns one line per action."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    done = []
+    for entry in sorted(parent.iterdir()):
+        m = _TEMP.match(entry.name)
+        if not (m and entry.is_dir() and names.fullmatch(m["name"])):
+            continue
+        target, kept = parent / m["name"], entry / m["name"]
+        if m["old"] and not target.exists() and kept.is_dir():
+            os.replace(kept, target)
+            fsync_path(parent)
+            done.append(f"restored {target} (a replacement was interrupted)")
+        shutil.rmtree(entry, ignore_errors=True)
+        done.append(f"removed {entry.name} (left by an interrupted write)")
+    return done
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

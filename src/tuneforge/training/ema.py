@@ -18,6 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from tuneforge.training.checkpoint import CheckpointError
+
 FILE = "ema.safetensors"
 
 
@@ -65,12 +67,20 @@ class WeightAverage:
 
     def load(self, folder: Path) -> None:
         path = Path(folder) / FILE
-        with safe_open(str(path), "pt") as f:  # one read: tensors and the update count
-            saved = set(f.keys())
-            missing = [n for n in self.names if n not in saved]
-            if missing:
-                raise RuntimeError(f"{path}: no average for {missing[:5]}; was the checkpoint written with other "
-                                   f"trainable parameters?")
-            for shadow, n in zip(self.shadow, self.names):
-                shadow.copy_(f.get_tensor(n))
-            self.updates = int((f.metadata() or {}).get("updates", 0))
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing; train.ema_decay is set but this checkpoint has no weight "
+                                  f"average")
+        try:
+            with safe_open(str(path), "pt") as f:  # one read: tensors and the update count
+                saved = set(f.keys())
+                missing = [n for n in self.names if n not in saved]
+                if missing:
+                    raise CheckpointError(f"{path}: no average for {missing[:5]}; was the checkpoint written with "
+                                          f"other trainable parameters?")
+                for shadow, n in zip(self.shadow, self.names):
+                    shadow.copy_(f.get_tensor(n))
+                self.updates = int((f.metadata() or {}).get("updates", 0))
+        except CheckpointError:
+            raise
+        except Exception as e:  # safetensors' own error, a bad update count, a shape that does not fit
+            raise CheckpointError(f"{path}: cannot read the weight average ({e})") from None

@@ -104,16 +104,17 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     step, epoch, batch_in_epoch, best, best_step, bad_evals = 0, 0, 0, None, None, 0
     history: list[dict[str, Any]] = []
     pending_rng = None
-    found = ckpt.list_checkpoints(ckpt_root) if cfg.resume else []
-    if found:
-        progress, pending_rng = ckpt.load_checkpoint(found[-1], accelerator.unwrap_model(model), optimizer, scheduler)
+    for line in ckpt.clean_leftovers(run_dir) if main else []:  # temp folders of a save a kill interrupted
+        print(line)
+    resumed = ckpt.resume(ckpt_root, accelerator.unwrap_model(model), optimizer, scheduler, ema,
+                          log=print if main else lambda _: None) if cfg.resume else None
+    if resumed:
+        folder, progress, pending_rng = resumed
         step, epoch, batch_in_epoch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
         best, best_step, bad_evals = progress["best"], progress["best_step"], progress["bad_evals"]
         history = progress["history"]
-        if ema is not None:
-            ema.load(found[-1])
         if main:
-            print(f"resuming from {found[-1]} (step {step}, epoch {epoch}, batch {batch_in_epoch})")
+            print(f"resuming from {folder} (step {step}, epoch {epoch}, batch {batch_in_epoch})")
 
     def evaluate_and_checkpoint() -> bool:
         """Validate, track the best, checkpoint. Returns True when early stopping says stop."""
@@ -135,7 +136,7 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
             progress = _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric,
                                  precision)
             if main and improved:  # "best" holds the weights that were validated
-                ckpt.save_checkpoint(run_dir / "best", unwrapped, optimizer, scheduler, progress, keep=0, extra=ema)
+                ckpt.save_best(run_dir / "best", unwrapped, progress)
         if main:
             append_jsonl(metrics_log, row)
             for k, v in row.items():
@@ -246,9 +247,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
     elif ema is not None:  # nothing validated: the average is the result, and what predict loads
         ema.copy_to_model()
         if main:
-            ckpt.save_checkpoint(run_dir / "best", unwrapped, optimizer, scheduler,
-                                 _progress(step, epoch, batch_in_epoch, best, best_step, bad_evals, history, metric,
-                                           precision), keep=0, extra=ema)
+            ckpt.save_best(run_dir / "best", unwrapped, _progress(step, epoch, batch_in_epoch, best, best_step,
+                                                                  bad_evals, history, metric, precision))
     train_rows = [h for h in history if h.get("split") == "validation"]
     return FitResult(best, best_step, step, stopped_early, train_rows, elapsed,
                      samples_per_second=totals["samples"] / elapsed if elapsed else 0.0,

@@ -93,11 +93,11 @@ def run_precision(requested: str, checkpoints: Path | None = None) -> str:
     """The precision of a training run: ``resolve_precision``, except that a run resumed with ``auto`` keeps the
     precision its newest checkpoint recorded, so exact resume does not depend on a fresh timing."""
     if requested == "auto" and checkpoints is not None:
-        from tuneforge.training.checkpoint import list_checkpoints, read_progress
+        from tuneforge.training.checkpoint import newest_intact, read_progress
 
-        found = list_checkpoints(checkpoints)
+        found = newest_intact(checkpoints)  # the one resume will load
         if found:
-            recorded = read_progress(found[-1]).get("precision")
+            recorded = read_progress(found).get("precision")
             if recorded in ("bf16", "fp32"):
                 return recorded
     return resolve_precision(requested)
