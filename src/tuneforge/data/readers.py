@@ -123,13 +123,22 @@ def read_text(path: Path, encoding: str) -> str:
     return text.lstrip("\ufeff")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def load_json(text: str) -> Any:
     """``json.loads`` whose every failure is a ``json.JSONDecodeError`` or a ``ValueError`` with a plain message
-    (nesting too deep, an integer too long to convert)."""
+    (nesting too deep, an integer too long to convert, a lone UTF-16 surrogate that no tokenizer can encode)."""
     try:
-        return json.loads(text)
+        obj = json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text):  # a \ud83d\ude00 pair is one character; half of one is not text
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a \\u escape holds half of a UTF-16 surrogate pair, which is not a character") from None
+    return obj
 
 
 def json_error(path: Path, line: int | None, e: ValueError) -> DataError:
