@@ -57,7 +57,7 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     d = pred.cfg.data
     opts = ReadOptions(encoding=d.encoding, line_delimiter=d.line_delimiter, text_column=d.text_column,
-                       label_column=d.label_column, target_suffix=d.target_suffix)
+                       label_column=d.label_column, target_suffix=d.target_suffix, task=pred.task.name)
     bad = BadRows(skip=d.skip_bad_rows)
     examples = pred.task.parse(read_file(args.data, args.format or d.format, opts, bad), bad)
     metrics = pred.evaluate(examples)

@@ -48,7 +48,9 @@ class DataConfig:
     skip_bad_rows: bool = _f(False, "Skip malformed rows instead of failing; the audit counts them with reasons.")
     max_length: int = _f(128, "Maximum tokens per example, at most the model's position limit; longer inputs are "
                               "truncated and counted by the audit.")
-    limit: int | None = _f(None, "Use only the first N training rows (after the split), for quick runs.")
+    limit: int | None = _f(None, "Use only the first N training rows (after the split), for quick runs. The file's "
+                                 "order is kept, so a file sorted by label can leave train with one class (an "
+                                 "error; the audit warns when a validation or test limit does the same).")
     validation_limit: int | None = _f(None, "Use only the first N validation rows (after the split): generative "
                                             "tasks decode every validation prompt at each evaluation.")
     test_limit: int | None = _f(None, "Use only the first N test rows (after the split); the report says so.")
