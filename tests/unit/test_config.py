@@ -269,3 +269,12 @@ def test_typed_mappings_and_huge_numbers_are_checked():
         config_from_dict({"train": {"lr": 10 ** 400}})
     with pytest.raises(ConfigError, match="the top level must be a mapping"):
         config_from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_help_texts_state_behaviour_not_benchmark_results():
+    import re
+
+    narrated = re.compile(r"\d(\.\d+)?x (faster|cheaper|slower)|~\d+(\.\d+)?% (of|less|more)|measured on|"
+                          r"\bon (SST-2|\d+ CPU cores)|\(README\)|dev accuracy (fell|rose)")
+    offenders = [key for key, _default, help_ in describe_fields() if narrated.search(help_)]
+    assert offenders == []
