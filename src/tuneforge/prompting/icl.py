@@ -78,7 +78,7 @@ def decoder_predict(model: torch.nn.Module, tokenizer: Any, spec: PromptSpec, la
     rng = random.Random(opts.seed)
     pool_labels = [ex["labels"][0] for ex in pool]
     shared: list[int] | None = None
-    if opts.k and opts.selection == "random":  # one draw for every query: the calibration prior is shared too
+    if opts.k and opts.selection == "random" and opts.order != "similar_last":  # one draw and order for all queries
         shared = order_demonstrations(select_demonstrations(pool_labels, labels, opts.k, "random", rng),
                                       "grouped" if opts.order == "grouped" else "random", rng)
     prompts, overflow, demo_sets = [], [], []
