@@ -11,6 +11,7 @@ import torch
 from tuneforge.config import RunConfig, resolve_data_paths, save_config
 from tuneforge.data.audit import audit_splits, format_audit
 from tuneforge.data.load import LoadedData
+from tuneforge.evaluation.analysis import finish_run_report
 from tuneforge.evaluation.calibrate_run import add_calibration_metrics
 from tuneforge.evaluation.evaluate import predict_features
 from tuneforge.evaluation.report import build_report, comparison_table, write_report
@@ -96,9 +97,10 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
         _write_run_files(run_dir, cfg, prepared, audit_report, precision, accelerator.num_processes)
 
     test_name, val_name = prepared.test_split, prepared.validation_split
+    baseline_predictions: dict[str, list[Any]] = {}  # per test row, for the HTML report's paired tests
     baselines = score_baselines(cfg.eval.baselines, task, prepared.resolved, prepared.tokenizer,
     setup_fewshot(cfg, prepared, run_dir if main else None)  # prompt for zero-shot scoring; k-shot ids (prompting)
-                                data.splits["train"], data.splits.get(test_name, []))
+                                data.splits["train"], data.splits.get(test_name, []), keep=baseline_predictions)
 
     built = prepared.build_model()
     if trains_nothing(cfg):  # zero-shot, in-context or train.epochs 0: evaluated as is, same report (prompting)
@@ -132,6 +134,8 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
     })
     if main:
         write_report(run_dir, report)
+        finish_run_report(run_dir, cfg, task, accelerator.unwrap_model(built.model), data.splits[test_name],
+                          features[test_name], baseline_predictions)  # report.html (evaluation/analysis.py)
         print(f"\nBefore/after fine-tuning on the {test_name} split ({len(data.splits[test_name])} examples):")
         print(comparison_table(report, test_name))
         print(f"\nrun directory: {run_dir}")
@@ -168,7 +172,8 @@ def _write_run_files(run_dir: Path, cfg: RunConfig, prepared: Prepared, audit_re
 
 
 def score_baselines(names: list[str], task: Task, resolved: ResolvedModel, tokenizer: Any,
-                    train_examples: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+                    train_examples: list[dict[str, Any]], test: list[dict[str, Any]],
+                    keep: dict[str, list[Any]] | None = None) -> dict[str, dict[str, Any]]:
     """"Before" numbers: each baseline's metrics on the frozen test split, with the untuned backbone.
 
     A generative task scores zero-shot with the untuned LM itself (TaskContext.model_path), not with embeddings.
@@ -176,6 +181,8 @@ def score_baselines(names: list[str], task: Task, resolved: ResolvedModel, token
     wants_embed = "zero_shot" in names and not getattr(task, "needs_lm_head", False)
     embed = mean_pooled_embedder(resolved.path, tokenizer) if wants_embed else None
     predictions = task.baselines(names, train_examples, test, embed)
+    if keep is not None:  # the per-row predictions, when the caller wants them (the HTML report)
+        keep.update(predictions)
     return {name: task.metrics(preds, test) for name, preds in predictions.items()}
 
 

@@ -95,6 +95,14 @@ class Predictor:
         preds, examples = self.predict_raw(items)
         return [self.task.format_prediction(p, ex) for p, ex in zip(preds, examples)]
 
+    def explain(self, items: Iterable[str | dict[str, Any]], label: str | None = None,
+                steps: int = 50) -> list[dict[str, Any]]:
+        """Per-word Integrated Gradients and occlusion scores for ``label`` (default: the prediction) of each input,
+        with IG's completeness check (``tuneforge.explain``)."""
+        from tuneforge.explain import explain_inputs
+
+        return explain_inputs(self.model, self.task, items, label, steps)
+
     def evaluate(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         """Metrics on labelled examples (already parsed by the task)."""
         features = [self.task.encode(ex) for ex in examples]
