@@ -89,3 +89,25 @@ def test_explain_one_words_pairs_and_html(classifier):
     assert "Integrated Gradients" in page([e]) and "completeness error" in page([e])
     with pytest.raises(Exception, match="unknown label 'z'"):
         explain_one(model, tok, ["a", "b", "c"], "lost card", label="z")
+
+
+def test_ner_entities_are_explained(tiny_bert_dir, tmp_path):
+    from tests.tiny_tasks import TINY_TASKS
+    from tuneforge.config import config_from_dict
+    from tuneforge.explain import explain_inputs
+    from tuneforge.run import prepare
+
+    spec = TINY_TASKS["ner"](tmp_path)
+    cfg = config_from_dict({"model": str(tiny_bert_dir), "task": "ner", "output_dir": str(tmp_path / "r"),
+                            "data": spec.data, "eval": {"baselines": []}})
+    prepared = prepare(cfg)
+    model = prepared.build_model().model.eval()
+    with torch.no_grad():  # every word tagged B-PER: each word is its own entity
+        model.classifier.bias.zero_()
+        model.classifier.bias[prepared.task.tags.index("B-PER")] = 10.0
+    got = explain_inputs(model, prepared.task, ["john works at google"], steps=30)[0]
+    assert got["tags"] == ["B-PER"] * 4 and [e["text"] for e in got["entities"]] == ["john", "works", "at", "google"]
+    ent = got["entities"][3]
+    assert (ent["start"], ent["end"], ent["label"]) == (14, 20, "PER") and len(ent["words"]) == 4
+    assert ent["integrated_gradients"]["relative_completeness_error"] < 0.01
+    assert "google: PER" in page([got])

@@ -9,12 +9,13 @@ from torch import nn
 
 from tuneforge.explain.attribution import ExplainError
 
-SUPPORTED = ("classification",)
+SUPPORTED = ("classification", "ner")
 
 
 def explain_inputs(model: nn.Module, task: Any, items: Iterable[str | dict[str, Any]], label: str | None = None,
                    steps: int = 50) -> list[dict[str, Any]]:
-    """One explanation per input: per-word IG and occlusion scores for ``label`` (default: the prediction).
+    """One explanation per input: per-word IG and occlusion scores for ``label`` (default: the prediction); for
+    NER, one such set per predicted entity (``label`` does not apply).
 
     >>> # explain_inputs(predictor.model, predictor.task, ["my card has not arrived"])[0]["words"]
     """
@@ -22,11 +23,17 @@ def explain_inputs(model: nn.Module, task: Any, items: Iterable[str | dict[str, 
 
     name = getattr(task, "name", None)
     if name not in SUPPORTED or getattr(task, "multi_label", False):
-        raise ExplainError(f"explanations cover single-label {', '.join(SUPPORTED)} runs; this run's task is "
+        raise ExplainError(f"explanations cover single-label classification and ner runs; this run's task is "
                            f"{name}{' (multi-label)' if getattr(task, 'multi_label', False) else ''}")
     if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
         raise ExplainError("explanations need the torch model (gradients): load the run with backend torch, "
                            "precision fp32")
+    if name == "ner":
+        from tuneforge.explain.ner import explain_entities
+
+        if label is not None:
+            raise ExplainError("--label does not apply to ner: every predicted entity is explained")
+        return [explain_entities(model, task, task.parse_input(item), steps) for item in items]
     out = []
     for item in items:
         ex = task.parse_input(item)

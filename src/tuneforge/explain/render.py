@@ -54,9 +54,26 @@ def page(explanations: Sequence[dict[str, Any]], title: str = "TuneForge explana
     """A self-contained page: per input, the IG highlight, the occlusion highlight and the figures."""
     body = []
     for e in explanations:
+        if "entities" in e:  # ner: one block per predicted entity
+            body.append(_entities(e))
+            continue
         body.append(f"<section><h3>predicted {html.escape(e['predicted'])} ({e['probability']:.3f})</h3>"
                     f"<p>Integrated Gradients</p>{highlight(e, 'ig')}<p>Occlusion (score drop without the "
                     f"word)</p>{highlight(e, 'occlusion')}{summary_line(e)}</section>")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"<style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}}{CSS}</style></head>"
             f"<body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>\n")
+
+
+def _entities(e: dict[str, Any]) -> str:
+    if not e["entities"]:
+        return f"<section><h3>no entities</h3>{html.escape(e['text'])}</section>"
+    out = []
+    for ent in e["entities"]:
+        view = {"text": e["text"], "words": ent["words"]}
+        ig = ent["integrated_gradients"]
+        out.append(f"<section><h3>{html.escape(ent['text'])}: {html.escape(ent['label'])}</h3>{highlight(view)}"
+                   f'<div class="tf-expl-meta">IG sum {ig["sum"]:+.3f} vs logit difference '
+                   f'{ig["logit_difference"]:+.3f} (completeness error '
+                   f'{100 * ig["relative_completeness_error"]:.2f}%)</div></section>')
+    return "".join(out)
