@@ -95,100 +95,45 @@ def train_run(run_dir: Path) -> None:
     train(load_config(CONFIG, [f"output_dir={run_dir}", "train.progress=false"]))
 
 
-def _find_classifier(model: Any) -> Any:
-    """The final linear layer: its input is the pooled sentence vector the distance score uses."""
-    for name, module in model.named_modules():
-        if name.split(".")[-1] == "classifier":
-            return module
-    raise ValueError("no classifier layer found")
-
-
-def logits_and_embeddings(model: Any, task: Any, features: list[dict[str, Any]],
-                          batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """One pass: (N, C) logits and (N, H) pooled vectors (the classifier's input, captured by a forward hook)."""
-    from tuneforge.evaluation.calibrate_run import collect_logits
-
-    captured: list[torch.Tensor] = []
-    handle = _find_classifier(model).register_forward_hook(lambda m, inp, out: captured.append(inp[0].float()))
-    try:
-        logits = collect_logits(model, task, features, batch_size)
-    finally:
-        handle.remove()
-    # collect_logits runs length-sorted batches: put the vectors back in feature order
-    from tuneforge.training.batching import by_length
-
-    order = [i for idx in by_length([f["length"] for f in features], batch_size) for i in idx]
-    emb = np.zeros((len(features), captured[0].shape[-1]))
-    emb[order] = torch.cat(captured).numpy()
-    return logits, emb
-
-
-def score_table(scores: dict[str, dict[str, np.ndarray]], gold: dict[str, tuple[np.ndarray, np.ndarray]],
-                logits: dict[str, np.ndarray]) -> dict[str, Any]:
-    """For each OOS score: AUROC on validation and test, and test figures at the validation-chosen threshold
-    (oos_recall 0.7 on validation's OOS rows)."""
-    out = {}
-    for name, by_split in scores.items():
-        row: dict[str, Any] = {}
-        for split in ("validation", "test"):
-            g, oos = gold[split]
-            row[f"{split}_auroc"] = cal.auroc(by_split[split][~oos], by_split[split][oos])
-        g, oos = gold["validation"]
-        t = cal.threshold_for_oos_recall(by_split["validation"][oos], 0.7)
-        g, oos = gold["test"]
-        correct = logits["test"].argmax(-1) == g
-        row["test_at_validation_threshold"] = cal.abstention_metrics(by_split["test"], correct, oos, t)
-        out[name] = row
-    return out
-
-
 def measure_quality(run_dir: Path) -> dict[str, Any]:
+    """Calibrate the run (calibration.json, report.json) and collect the figures: ECE, the threshold's test
+    figures, each OOS score's AUROC and test figures at its own validation threshold, the rule without OOS rows."""
     from tuneforge.data.load import load_splits
-    from tuneforge.evaluation.calibrate_run import _gold, calibrate_run, merge_into_report
+    from tuneforge.evaluation.calibrate_run import _gold, calibrate_run, collect_logits, merge_into_report
     from tuneforge.run import open_run
 
+    started = time.time()
     loaded = open_run(run_dir)
     cfg, task, model = loaded.cfg, loaded.task, loaded.model
     splits = load_splits(cfg.data, task, cfg.seed).splits
-    rng = random.Random(SEED)
-    per_class: dict[str, list] = {}
-    for ex in splits["train"]:
-        per_class.setdefault(ex["labels"][0], []).append(ex)
-    centroid_rows = [ex for lab in sorted(per_class) for ex in rng.sample(per_class[lab], min(30, len(per_class[lab])))]
-    feats = {name: [task.encode(ex) for ex in rows] for name, rows in
-             (("validation", splits["validation"]), ("test", splits["test"]), ("centroids", centroid_rows))}
-    started = time.time()
-    passes = {name: logits_and_embeddings(model, task, f) for name, f in feats.items()}
-    logits = {name: passes[name][0] for name in ("validation", "test")}
-    emb_train = passes["centroids"][1]
-    labels = np.array([task.label_index[ex["labels"][0]] for ex in centroid_rows])
-    centroids = np.stack([emb_train[labels == i].mean(0) for i in range(len(task.labels))])
-    extra = calibrate_run(model, task, {}, splits, "validation", cfg.calibration, cfg.eval.oos_label, run_dir,
-                          logits=logits)
+    features = {name: [task.encode(ex) for ex in exs] for name, exs in splits.items()}
+    extra = calibrate_run(model, task, features, splits, "validation", cfg.calibration, cfg.eval.oos_label,
+                          run_dir, cfg.eval.batch_size, cfg.seed)
     merge_into_report(run_dir, extra)
-    gold = {s: _gold(task, splits[s], cfg.eval.oos_label) for s in ("validation", "test")}
-    t_fit = extra["test"]["temperature"]
-    scores = {n: {s: cal.oos_score(logits[s], n, t_fit) for s in logits} for n in cal.SCORES}
-    scores["distance"] = {s: cal.distance_score(passes[s][1], centroids) for s in logits}
+    stored = json.loads((run_dir / "calibration.json").read_text())
+    # the rule without OOS rows: answer 90% of in-scope validation rows by calibrated max-softmax, applied to test
+    logits = {s: collect_logits(model, task, features[s]) for s in ("validation", "test")}
+    gold = {s: _gold(task, splits[s], cfg.eval.oos_label) for s in logits}
+    msp = {s: cal.oos_score(logits[s], "max_softmax", stored["temperature"]) for s in logits}
+    t_cov = cal.threshold_for_coverage(msp["validation"][~gold["validation"][1]], 0.9)
     g, oos = gold["test"]
     correct = logits["test"].argmax(-1) == g
-    # the rule without OOS rows: answer 90% of in-scope validation rows (max_softmax), applied to test
-    gv, oosv = gold["validation"]
-    t_cov = cal.threshold_for_coverage(cal.oos_score(logits["validation"], "max_softmax", t_fit)[~oosv], 0.9)
     test = extra["test"]
     return {
         "rows": {s: len(splits[s]) for s in ("train", "validation", "test")},
         "oos_rows": {s: int(gold[s][1].sum()) for s in gold},
         "test_accuracy_in_scope_no_abstention": float(correct[~oos].mean()),
-        "temperature": t_fit,
+        "temperature": stored["temperature"],
         "ece_before": {s: extra[s]["ece_before_calibration"] for s in extra},
         "ece_after": {s: extra[s]["ece"] for s in extra},
-        "chosen_score": test["oos_score"], "threshold": test["threshold"], "threshold_rule": test["threshold_rule"],
+        "chosen_score": stored["oos_score"], "threshold": stored["threshold"],
+        "threshold_rule": test["threshold_rule"],
         "test": {k: test[k] for k in ("in_scope_accuracy", "in_scope_coverage", "answered_accuracy", "oos_recall")},
         "validation": {k: extra["validation"][k] for k in ("in_scope_accuracy", "in_scope_coverage", "oos_recall")},
-        "scores": score_table(scores, gold, logits),
+        "scores": {n: {"validation_auroc": stored["validation_auroc"][n], "test_auroc": test["oos_auroc"][n],
+                       "test_at_its_validation_threshold": test["by_score"][n]} for n in stored["validation_auroc"]},
         "coverage_rule_without_oos": {"rule": "coverage 0.9 of in-scope validation, max_softmax", "threshold": t_cov,
-                                      **cal.abstention_metrics(scores["max_softmax"]["test"], correct, oos, t_cov)},
+                                      **cal.abstention_metrics(msp["test"], correct, oos, t_cov)},
         "curve": {"coverage_risk_test": test["coverage_risk"], "oos_curve_test": test["oos_curve"]},
         "measure_seconds": round(time.time() - started, 1),
     }

@@ -89,7 +89,7 @@ def test_report_holds_calibration_and_oos_metrics(intent_run):
     assert report["metrics"]["validation"]["oos_recall"] >= 0.6  # the rule's target, met on validation
     assert report["metrics"]["validation"]["threshold_rule"].startswith("oos_recall 0.6")
     stored = json.loads((intent_run / "calibration.json").read_text())
-    assert stored["temperature"] > 0 and stored["oos_score"] in ("max_softmax", "energy")
+    assert stored["temperature"] > 0 and stored["oos_score"] in ("max_softmax", "energy", "distance")
     assert (intent_run / "reliability_test.svg").read_text().startswith("<svg")
 
 
@@ -294,3 +294,28 @@ def test_assist_command_exports_feedback_and_tunes_the_faq(intent_run, capsys, t
     assert [json.loads(x) for x in out.read_text().splitlines()] == [{"text": "my pin", "label": "change_pin"}]
     assert cli_main(["assist", str(intent_run), "--tune-faq", str(tmp_path / "faq"), "--epochs", "1"]) == 0
     assert (tmp_path / "faq" / "config.json").is_file() and "FAQ bi-encoder tuned" in capsys.readouterr().out
+
+
+def test_distance_score_is_stored_and_applied_at_prediction(intent_run, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from tuneforge.evaluation.calibrate_run import CENTROIDS, collect_outputs, load_centroids, recalibrate
+    from tuneforge.evaluation.calibration import distance_score
+
+    run = tmp_path / "run"
+    shutil.copytree(intent_run, run)
+    cfg = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(cfg.replace("oos_score: auto", "oos_score: distance"))
+    extra = recalibrate(run)
+    assert extra["test"]["oos_score"] == "distance" and set(extra["test"]["oos_auroc"]) == {
+        "max_softmax", "energy", "distance"}
+    pred = Predictor.from_run_dir(run, precision="fp32")
+    texts = ["my card has not arrived yet", "movie film love", "change pin"]
+    out = pred.predict(texts)
+    _, emb = collect_outputs(pred.model, pred.task, [pred.task.encode({"text": t}) for t in texts], embeddings=True)
+    expected = distance_score(emb, load_centroids(run / CENTROIDS))
+    stored = json.loads((run / "calibration.json").read_text())
+    assert np.allclose([r["oos_score"] for r in out], expected, atol=1e-5)
+    assert [r["unknown"] for r in out] == [bool(e < stored["threshold"]) for e in expected]

@@ -119,7 +119,7 @@ _CHOICES = {
     ("fewshot", "method"): ("none", "setfit", "prompt", "icl", "zero_shot"),
     ("fewshot", "selection"): ("random", "nearest"),
     ("fewshot", "order"): ("random", "grouped", "similar_last"),
-    ("calibration", "oos_score"): ("auto", "max_softmax", "energy"),
+    ("calibration", "oos_score"): ("auto", "max_softmax", "energy", "distance"),
     ("calibration", "rule"): ("auto", "oos_recall", "coverage", "precision"),
 }
 

@@ -202,8 +202,10 @@ class CalibrationConfig:
                              "predict and serve return calibrated probabilities; the report adds ece and "
                              "ece_before_calibration.")
     bins: int = _f(15, "Equal-width confidence bins for the expected calibration error.")
-    oos_score: str = _f("auto", "Out-of-scope score: max_softmax | energy | auto (the higher validation AUROC "
-                                "against eval.oos_label rows; max_softmax when validation has none).")
+    oos_score: str = _f("auto", "Out-of-scope score: max_softmax | energy | distance (cosine similarity of the "
+                                "sentence vector to the nearest class centroid of training rows) | auto (the "
+                                "highest validation AUROC against eval.oos_label rows; max_softmax when validation "
+                                "has none).")
     rule: str = _f("auto", "How the abstention threshold is chosen on validation: oos_recall (lowest threshold "
                            "rejecting `target` of the OOS rows) | coverage (answer `target` of the rows) | "
                            "precision (widest coverage whose accuracy >= `target`) | auto (oos_recall when "

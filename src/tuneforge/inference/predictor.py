@@ -36,7 +36,7 @@ class Predictor:
         self.cfg, self.task, self.model = cfg, task, model.eval()
         self.batch_size, self.dtype = batch_size, dtype
         self.run_dir = run_dir  # where the run's other files live (calibration, report), when loaded from one
-        self.task = with_calibration(task, run_dir)  # calibrated probabilities + unknown flag where the run has them
+        self.task = with_calibration(task, run_dir, self.model)  # calibrated probabilities + unknown flag
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, batch_size: int | None = None, precision: str = "auto",
