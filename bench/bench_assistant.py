@@ -99,7 +99,7 @@ def measure_quality(run_dir: Path) -> dict[str, Any]:
     """Calibrate the run (calibration.json, report.json) and collect the figures: ECE, the threshold's test
     figures, each OOS score's AUROC and test figures at its own validation threshold, the rule without OOS rows."""
     from tuneforge.data.load import load_splits
-    from tuneforge.evaluation.calibrate_run import _gold, calibrate_run, collect_logits, merge_into_report
+    from tuneforge.evaluation.calibrate_run import _gold, calibrate_run, collect_outputs, merge_into_report
     from tuneforge.run import open_run
 
     started = time.time()
@@ -107,12 +107,21 @@ def measure_quality(run_dir: Path) -> dict[str, Any]:
     cfg, task, model = loaded.cfg, loaded.task, loaded.model
     splits = load_splits(cfg.data, task, cfg.seed).splits
     features = {name: [task.encode(ex) for ex in exs] for name, exs in splits.items()}
+    outputs = {s: collect_outputs(model, task, features[s], cfg.eval.batch_size, embeddings=True)
+               for s in ("validation", "test")}
     extra = calibrate_run(model, task, features, splits, "validation", cfg.calibration, cfg.eval.oos_label,
-                          run_dir, cfg.eval.batch_size, cfg.seed)
+                          run_dir, cfg.eval.batch_size, cfg.seed, outputs)
+    if not (run_dir / "report.json").is_file():  # a run stopped before its end (a time budget): report best/
+        from tuneforge.evaluation.report import build_report, write_report
+
+        metrics = {s: task.metrics([int(i) for i in outputs[s][0].argmax(-1)], splits[s]) for s in outputs}
+        write_report(run_dir, build_report(task.name, cfg.model, task.main_metric, metrics, {}, {
+            "test_split": "test", "weights": str(loaded.weights), "note": "written by bench_assistant.py from the "
+            "weights above: the run was stopped before its last epoch"}))
     merge_into_report(run_dir, extra)
     stored = json.loads((run_dir / "calibration.json").read_text())
     # the rule without OOS rows: answer 90% of in-scope validation rows by calibrated max-softmax, applied to test
-    logits = {s: collect_logits(model, task, features[s]) for s in ("validation", "test")}
+    logits = {s: outputs[s][0] for s in outputs}
     gold = {s: _gold(task, splits[s], cfg.eval.oos_label) for s in logits}
     msp = {s: cal.oos_score(logits[s], "max_softmax", stored["temperature"]) for s in logits}
     t_cov = cal.threshold_for_coverage(msp["validation"][~gold["validation"][1]], 0.9)

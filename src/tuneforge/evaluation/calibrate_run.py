@@ -148,17 +148,21 @@ def split_metrics(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, stor
 
 def calibrate_run(model: torch.nn.Module, task: Any, features: dict[str, list], splits: dict[str, list],
                   validation_split: str, options: Any, oos_label: str | None, run_dir: Path | None,
-                  batch_size: int = 64, seed: int = 0) -> dict[str, dict[str, Any]]:
+                  batch_size: int = 64, seed: int = 0,
+                  outputs: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None) -> dict[str, dict[str, Any]]:
     """Fit on ``validation_split``, write ``run_dir/calibration.json`` (and the class centroids the distance score
     needs) and the reliability diagrams, and return the metrics to merge into each split's report entry (``{}``
     when off or not a single-label classifier). The distance score is measured when ``features`` has ``train``
-    (centroids of up to 50 rows a class) and the model has a ``classifier`` layer."""
+    (centroids of up to 50 rows a class) and the model has a ``classifier`` layer. ``outputs``: per split,
+    ``collect_outputs``'s (logits, sentence vectors) when the caller has them already."""
     if not options.enabled or not supports(task):
         return {}
     use_emb = options.oos_score in ("auto", "distance") and bool(features.get("train")) \
         and bool(classifier_modules(model))
-    outputs = {name: collect_outputs(model, task, features[name], batch_size, use_emb)
-               for name in ("validation", "test") if name in splits}
+    if outputs is not None:
+        use_emb = use_emb and all(emb is not None for _, emb in outputs.values())
+    outputs = outputs or {name: collect_outputs(model, task, features[name], batch_size, use_emb)
+                          for name in ("validation", "test") if name in splits}
     centroids = class_centroids(model, task, features["train"], seed=seed, batch_size=batch_size) if use_emb \
         else None
     gold = {name: _gold(task, splits[name], oos_label) for name in outputs}
