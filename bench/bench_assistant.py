@@ -148,7 +148,8 @@ def measure_quality(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def measure_latency(run_dir: Path, queries: int, warmup: int = 20) -> dict[str, Any]:
+def measure_latency(run_dir: Path, queries: int, warmup: int = 20,
+                    answers: Path = ROOT / "data" / "apps" / "banking77_answers.yaml") -> dict[str, Any]:
     """p50/p90 of POST /v1/assist over loopback HTTP, one query at a time, after ``warmup`` requests."""
     import httpx
     import uvicorn
@@ -156,8 +157,7 @@ def measure_latency(run_dir: Path, queries: int, warmup: int = 20) -> dict[str, 
     from tuneforge.apps.assistant import Assistant
     from tuneforge.commands.assist import build_app
 
-    assistant = Assistant.from_run_dir(run_dir, answers=ROOT / "data" / "apps" / "banking77_answers.yaml",
-                                       feedback=run_dir / "bench_feedback.jsonl")
+    assistant = Assistant.from_run_dir(run_dir, answers=answers, feedback=run_dir / "bench_feedback.jsonl")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
