@@ -38,6 +38,11 @@ OOS_VALIDATION_PER_INTENT = 30
 OOS = "oos"
 WORK = ROOT / "runs" / "banking77_oos"
 CONFIG = ROOT / "configs" / "apps" / "assistant_banking77.yaml"
+EXAMPLES = ("My new card still hasn't shown up, it's been a week", "how do I change my pin?",
+            "Which currencies can I hold?", "Can I link my old card from another bank?",
+            "When is customer support open?", "What's the weather like tomorrow?")
+FAQ_QUERIES = ("When is customer support open?", "Can I speak to a real person?", "Do you give out loans?",
+               "Is my money safe if the bank fails?", "Can my partner and I share an account?")
 
 
 def cpu_name() -> str:
@@ -156,8 +161,12 @@ def measure_latency(run_dir: Path, queries: int, warmup: int = 20,
 
     from tuneforge.apps.assistant import Assistant
     from tuneforge.commands.assist import build_app
+    from tuneforge.config import load_config
 
-    assistant = Assistant.from_run_dir(run_dir, answers=answers, feedback=run_dir / "bench_feedback.jsonl")
+    shipped = load_config(CONFIG).assistant  # the shipped config's assistant settings, whatever the run saved
+    assistant = Assistant.from_run_dir(run_dir, answers=answers, faq_encoder=shipped.faq_encoder,
+                                       feedback=run_dir / "bench_feedback.jsonl")
+    assistant.faq_min_similarity = shipped.faq_min_similarity
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -166,7 +175,7 @@ def measure_latency(run_dir: Path, queries: int, warmup: int = 20,
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    texts = [t for t, _ in _rows(BANKING77 / "test.csv")[::37]]
+    texts = [t for t, _ in _rows(BANKING77 / "test.csv")[::37]] + list(FAQ_QUERIES)
     times: dict[str, list[float]] = {}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=30) as client:
         for i in range(warmup + queries):
@@ -176,9 +185,11 @@ def measure_latency(run_dir: Path, queries: int, warmup: int = 20,
             if i >= warmup:
                 times.setdefault("all", []).append(ms)
                 times.setdefault(reply["path"], []).append(ms)
+        examples = [{k: r[k] for k in ("text", "path", "intent", "confidence", "answer")}
+                    for r in (client.post("/v1/assist", json={"text": t}).json() for t in EXAMPLES)]
     server.should_exit = True
     thread.join(timeout=10)
-    return {"queries": queries, "threads": torch.get_num_threads(),
+    return {"queries": queries, "threads": torch.get_num_threads(), "examples": examples,
             **{f"p50_ms_{k}": round(float(np.percentile(v, 50)), 2) for k, v in times.items()},
             "p90_ms_all": round(float(np.percentile(times["all"], 90)), 2),
             "paths": {k: len(v) for k, v in times.items() if k != "all"}}
