@@ -87,25 +87,12 @@ def _counterfactuals(run_dir: Path, cfg: Any, task: Any, model: torch.nn.Module)
     atomic_write_json(run_dir / "counterfactuals.json", {"file": str(path), **result})
 
 
-def error_examples(rows: Sequence[dict[str, Any]], wrong: int = 10, right: int = 10) -> dict[str, list[int]]:
-    """Row ids of the most confident wrong predictions and the least confident right ones.
-
-    >>> rows = [{"id": i, "gold": g, "predicted": p, "confidence": c} for i, (g, p, c) in
-    ...         enumerate([("a", "b", .9), ("a", "a", .6), ("b", "a", .7), ("b", "b", .99)])]
-    >>> error_examples(rows, 1, 1)
-    {'wrong': [0], 'right': [1]}
-    """
-    bad = sorted((r for r in rows if r["gold"] != r["predicted"]), key=lambda r: -r["confidence"])
-    good = sorted((r for r in rows if r["gold"] == r["predicted"]), key=lambda r: r["confidence"])
-    return {"wrong": [r["id"] for r in bad[:wrong]], "right": [r["id"] for r in good[:right]]}
-
-
 def _explain_errors(run_dir: Path, task: Any, model: torch.nn.Module, rows: Sequence[dict[str, Any]]) -> str:
     """IG + occlusion for the error examples, explaining the predicted label: what a reader asks of a wrong
     answer is "why did it say X?"."""
     from tuneforge.explain import ExplainError, explain_inputs
 
-    picked = error_examples(rows, EXPLAINED_WRONG, EXPLAINED_RIGHT)
+    picked = P.error_examples(rows, EXPLAINED_WRONG, EXPLAINED_RIGHT)
     ids = picked["wrong"] + picked["right"]
     try:
         items = [{"text": rows[i]["text"], **({"text_pair": rows[i]["text_pair"]} if "text_pair" in rows[i]

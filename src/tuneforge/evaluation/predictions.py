@@ -79,3 +79,16 @@ def load_predictions(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, lis
 
 def load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def error_examples(rows: Sequence[dict[str, Any]], wrong: int = 10, right: int = 10) -> dict[str, list[int]]:
+    """Row ids of the most confident wrong predictions and the least confident right ones.
+
+    >>> rows = [{"id": i, "gold": g, "predicted": p, "confidence": c} for i, (g, p, c) in
+    ...         enumerate([("a", "b", .9), ("a", "a", .6), ("b", "a", .7), ("b", "b", .99)])]
+    >>> error_examples(rows, 1, 1)
+    {'wrong': [0], 'right': [1]}
+    """
+    bad = sorted((r for r in rows if r["gold"] != r["predicted"]), key=lambda r: -r["confidence"])
+    good = sorted((r for r in rows if r["gold"] == r["predicted"]), key=lambda r: r["confidence"])
+    return {"wrong": [r["id"] for r in bad[:wrong]], "right": [r["id"] for r in good[:right]]}

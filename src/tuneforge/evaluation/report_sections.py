@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from tuneforge.evaluation import stats, svg
+from tuneforge.evaluation.predictions import error_examples
 from tuneforge.explain.render import highlight
 
 
@@ -159,8 +160,6 @@ def example_block(r: dict[str, Any], explanation: dict[str, Any] | None) -> str:
 def errors(rows: list[dict[str, Any]], explanations: dict[str, Any] | None, n: int = 10) -> str:
     if not rows:
         return ""
-    from tuneforge.evaluation.analysis import error_examples
-
     explanations = explanations or {}
     picked = error_examples(rows, n, n)
     wrong = "".join(example_block(rows[i], explanations.get(str(i))) for i in picked["wrong"])

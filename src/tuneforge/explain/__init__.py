@@ -5,20 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from torch import nn
-
-from tuneforge.explain.attribution import ExplainError
+from tuneforge.explain.errors import ExplainError
 
 SUPPORTED = ("classification", "ner")
 
 
-def explain_inputs(model: nn.Module, task: Any, items: Iterable[str | dict[str, Any]], label: str | None = None,
+def explain_inputs(model: Any, task: Any, items: Iterable[str | dict[str, Any]], label: str | None = None,
                    steps: int = 50) -> list[dict[str, Any]]:
     """One explanation per input: per-word IG and occlusion scores for ``label`` (default: the prediction); for
     NER, one such set per predicted entity (``label`` does not apply).
 
     >>> # explain_inputs(predictor.model, predictor.task, ["my card has not arrived"])[0]["words"]
     """
+    from torch import nn
+
     from tuneforge.explain.classify import explain_one
 
     name = getattr(task, "name", None)

@@ -9,12 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tuneforge.explain.errors import ExplainError
+
 # (input_ids, attention_mask, token_type_ids) -> (B,) the scalar being explained, e.g. one label's logit
 Target = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-class ExplainError(RuntimeError):
-    """The model or its environment cannot be explained as asked (a missing extra, no embedding layer)."""
 
 
 @dataclass

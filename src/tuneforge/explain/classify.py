@@ -11,7 +11,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from tuneforge.explain.attribution import ExplainError, baseline_ids, integrated_gradients, occlusion
+from tuneforge.explain.attribution import baseline_ids, integrated_gradients, occlusion
+from tuneforge.explain.errors import ExplainError
 
 
 def logit_target(model: nn.Module, label: int):
