@@ -157,8 +157,10 @@ def calibrate_run(model: torch.nn.Module, task: Any, features: dict[str, list], 
     ``collect_outputs``'s (logits, sentence vectors) when the caller has them already."""
     if not options.enabled or not supports(task):
         return {}
-    use_emb = options.oos_score in ("auto", "distance") and bool(features.get("train")) \
-        and bool(classifier_modules(model))
+    has_oos = oos_label is not None and any(ex["labels"][0] == oos_label for ex in splits[validation_split])
+    # the distance score costs a pass over training rows: only when asked for, or when auto can measure it
+    use_emb = (options.oos_score == "distance" or (options.oos_score == "auto" and has_oos)) \
+        and bool(features.get("train")) and bool(classifier_modules(model))
     if outputs is not None:
         use_emb = use_emb and all(emb is not None for _, emb in outputs.values())
     outputs = outputs or {name: collect_outputs(model, task, features[name], batch_size, use_emb)
