@@ -20,9 +20,7 @@ from tuneforge.io_utils import atomic_write_json
 def test_predictions(run_dir: Path, cfg: Any, split: str) -> tuple[list[str], list[str]]:
     """(predicted, gold) labels of ``split``: from predictions.json for runs without weights, else the run's
     Predictor on the split as ``prepare`` reads it again (same files, same split seed)."""
-    from tuneforge.run import prepare
-
-    examples = prepare(cfg, encode=False).data.splits[split]
+    examples = _split_examples(cfg, split)
     gold = [ex["labels"][0] for ex in examples]
     saved = run_dir / "predictions.json"
     if saved.is_file():
@@ -31,6 +29,27 @@ def test_predictions(run_dir: Path, cfg: Any, split: str) -> tuple[list[str], li
 
     pred = Predictor.from_run_dir(run_dir, precision="fp32")
     return [r["label"] for r in pred.predict([ex["text"] for ex in examples])], gold
+
+
+def _split_examples(cfg: Any, split: str) -> list[dict[str, Any]]:
+    """The examples of ``split``: read from its own file when it has one (no need to read and carve train
+    again), else as ``prepare`` carves them."""
+    from tuneforge.data.load import split_paths
+    from tuneforge.data.readers import BadRows, ReadOptions, read_file
+    from tuneforge.models import resolve_model
+    from tuneforge.run import make_task, prepare
+
+    files = split_paths(getattr(cfg.data, split, None))
+    if not files:
+        return prepare(cfg, encode=False).data.splits[split]
+    d = cfg.data
+    task = make_task(cfg, resolve_model(cfg.model))
+    opts = ReadOptions(encoding=d.encoding, line_delimiter=d.line_delimiter, text_column=d.text_column,
+                       label_column=d.label_column, target_suffix=d.target_suffix, task=task.name)
+    bad = BadRows(skip=d.skip_bad_rows)
+    examples = [ex for path in files for ex in task.parse(read_file(path, d.format, opts, bad), bad)]
+    limit = {"test": d.test_limit, "validation": d.validation_limit}.get(split)
+    return examples[:limit] if limit else examples
 
 
 def run_cell(config: str, out: str, overrides: list[str]) -> dict[str, Any]:
