@@ -18,8 +18,8 @@ from tuneforge.evaluation.report import build_report, comparison_table, write_re
 from tuneforge.io_utils import atomic_write_json
 from tuneforge.meta import build_meta
 from tuneforge.models import ResolvedModel, load_backbone
-from tuneforge.run import Prepared, prepare, set_threads
 from tuneforge.prompting.runs import evaluate_untrained, fit_setfit_run, setup_fewshot, trains_nothing
+from tuneforge.run import Prepared, prepare, set_threads
 from tuneforge.run_dir import open_run_dir, training_config
 from tuneforge.tasks.base import Task
 from tuneforge.training.loop import fit
@@ -98,13 +98,13 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
 
     test_name, val_name = prepared.test_split, prepared.validation_split
     baseline_predictions: dict[str, list[Any]] = {}  # per test row, for the HTML report's paired tests
-    baselines = score_baselines(cfg.eval.baselines, task, prepared.resolved, prepared.tokenizer,
     setup_fewshot(cfg, prepared, run_dir if main else None)  # prompt for zero-shot scoring; k-shot ids (prompting)
+    baselines = score_baselines(cfg.eval.baselines, task, prepared.resolved, prepared.tokenizer,
                                 data.splits["train"], data.splits.get(test_name, []), keep=baseline_predictions)
 
-    built = prepared.build_model()
     if trains_nothing(cfg):  # zero-shot, in-context or train.epochs 0: evaluated as is, same report (prompting)
         return RunResult(run_dir, evaluate_untrained(cfg, prepared, baselines, run_dir, main))
+    built = prepared.build_model()
     if main:  # after build_model: it settles choices that depend on the body (head.pooling=auto)
         atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})
     if main and cfg.peft.method:  # the PEFT builder filled in defaults (LoRA targets): record what was used
