@@ -43,7 +43,7 @@ def method_overrides(method: str) -> list[str]:
     if method in FREEZE_METHODS:
         out = ["peft.method=null", f"freeze.policy={FREEZE_METHODS[method]}"]
     elif method in PEFT_METHODS:
-        out = [f"peft.method={method}", "freeze.policy=full"]
+        out = [f"peft.method={method}", "freeze.policy=full", "freeze.embeddings=false"]
     else:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(known_methods())}")
     lr = METHOD_LR.get(method)

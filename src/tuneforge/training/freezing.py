@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from tuneforge.config_typing import ConfigError
+
 LAYER_LISTS = ("encoder.layer", "layers", "model.layers", "transformer.h", "h", "encoder.layers", "block")
 
 
@@ -36,7 +38,7 @@ def apply_freezing(model: nn.Module, policy: str, k: int = 2) -> dict[str, int]:
         backbone.requires_grad_(False)
         layers = transformer_layers(backbone)
         if not 0 < k <= len(layers):
-            raise ValueError(f"freeze.k={k} but the model has {len(layers)} layers")
+            raise ConfigError(f"freeze.k: {k} must be in [1, {len(layers)}] (the model has {len(layers)} layers)")
         for layer in layers[-k:]:
             layer.requires_grad_(True)
         for name, module in backbone.named_modules():  # a final norm after the stack belongs to the top
@@ -83,7 +85,7 @@ def freeze_word_embeddings(model: nn.Module, freeze: bool, vocab_grew: bool) -> 
     if weight is None or not freeze:
         return weight is not None and not weight.requires_grad
     if tied_elsewhere(model, weight):
-        raise ValueError("freeze.embeddings=true: the word embeddings are tied to the output layer, so freezing "
+        raise ConfigError("freeze.embeddings=true: the word embeddings are tied to the output layer, so freezing "
                          "them would freeze the LM head too; use false")
     if vocab_grew:
         raise ValueError("freeze.embeddings=true: the task added tokens whose new embedding rows must train; "
