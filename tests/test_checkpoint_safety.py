@@ -310,3 +310,15 @@ def test_resume_cleans_leftovers_and_skips_a_damaged_newest(trained_run, tiny_be
     assert f"checkpoint {steps[-1].name} refused" in out and f"falling back to {steps[-2].name}" in out
     assert not (root / f".step-{len(steps) + 9}.abc123").exists()
     ckpt.verify(list_checkpoints(root)[-1])  # the newest was rewritten whole by the resumed run
+
+
+def test_setfit_refuses_a_model_folder_with_a_pickled_head(tmp_path):
+    pytest.importorskip("setfit")
+    from tuneforge.prompting.setfit import SetFitOptions, _body_trainer
+
+    marker = tmp_path / "marker"
+    (tmp_path / "model").mkdir()
+    plant(tmp_path / "model" / "model_head.pkl", marker)  # setfit's from_pretrained would joblib.load it
+    with pytest.raises(ValueError, match="model_head.pkl: a pickle file, which is never loaded"):
+        _body_trainer(str(tmp_path / "model"), ([], []), SetFitOptions(), 0, tmp_path)
+    assert not marker.exists()

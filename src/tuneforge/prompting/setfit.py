@@ -47,6 +47,9 @@ def _body_trainer(model_path: str, pairs_source: tuple[list[str], list[int]], op
                   work: Path) -> Any:
     from setfit import SetFitModel, Trainer, TrainingArguments
 
+    if (Path(model_path) / "model_head.pkl").exists():  # from_pretrained would unpickle it: reading one can run code
+        raise ValueError(f"{Path(model_path) / 'model_head.pkl'}: a pickle file, which is never loaded; "
+                         f"fewshot.method setfit needs a model folder without one")
     st = SetFitModel.from_pretrained(model_path)
     texts, ys = pairs_source
     args = TrainingArguments(output_dir=str(work), batch_size=opts.batch_size, num_epochs=opts.epochs,
@@ -100,7 +103,7 @@ def fit_head(model: nn.Module, x: torch.Tensor, y: list[int], num_labels: int, c
 def fit_setfit(model: nn.Module, task: Task, train_features: list[Feature], train_examples: list[Example],
                model_path: str, opts: SetFitOptions, seed: int, run_dir: Path) -> Any:
     """Contrastive body training, then the head; writes ``best/`` like ``fit`` and returns a ``FitResult``."""
-    from tuneforge.training.checkpoint import save_weights
+    from tuneforge.training.checkpoint import save_best
     from tuneforge.training.loop import FitResult
 
     if getattr(model, "pooling", None) != "mean":
@@ -118,10 +121,7 @@ def fit_setfit(model: nn.Module, task: Task, train_features: list[Feature], trai
     with torch.no_grad():
         fit_head(model, pooled_features(model, task, list(train_features)), y, len(task.labels), opts.head_c, seed)
     elapsed = time.perf_counter() - start
-    tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=run_dir))  # written whole, then renamed: never half a file
-    save_weights(model, tmp)
-    shutil.rmtree(run_dir / "best", ignore_errors=True)
-    tmp.rename(run_dir / "best")
     steps = -(-2 * opts.iterations * len(texts) // opts.batch_size) * opts.epochs
+    save_best(run_dir / "best", model, {"step": steps, "best": None, "best_step": None})  # replaced whole
     return FitResult(None, None, steps, False, [], elapsed,
                      samples_per_second=2 * opts.iterations * len(texts) * opts.epochs / max(elapsed, 1e-9))
