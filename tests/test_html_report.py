@@ -17,7 +17,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_bert_dir, tmp_path_factory):
+def run_dir(tiny_bert_dir, tmp_path_factory):  # bf16: the analysis must run the fp32 forward for IG
     tmp = tmp_path_factory.mktemp("html_report")
     data = tmp / "toy.csv"
     write_toy_csv(data)
@@ -28,7 +28,7 @@ def run_dir(tiny_bert_dir, tmp_path_factory):
     cfg = config_from_dict({
         "model": str(tiny_bert_dir), "output_dir": str(tmp / "run"), "seed": 3,
         "data": {"train": str(data), "split": {"validation": 0.2, "test": 0.25}},
-        "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "progress": False, "precision": "fp32",
+        "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "progress": False, "precision": "bf16",
                   "trackers": []},
         "eval": {"baselines": ["majority"], "slices": ["length", "source"], "counterfactuals": str(cf)},
     })
@@ -43,6 +43,11 @@ def test_run_saves_predictions_and_writes_the_page(run_dir):
     accuracy = sum(r["gold"] == r["predicted"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(report["metrics"]["test"]["accuracy"])
     assert {"text", "gold", "predicted", "confidence", "scores", "loc"} <= set(rows[0])
+    from tuneforge.inference.predictor import Predictor
+
+    fp32 = Predictor.from_run_dir(run_dir, precision="fp32").predict([r["text"] for r in rows[:8]])
+    for r, p in zip(rows, fp32):  # saved confidences are the fp32 model's (calibrated), not bf16 autocast's
+        assert r["confidence"] == pytest.approx(p["scores"][r["predicted"]], abs=1e-4)
     cf = json.loads((run_dir / "counterfactuals.json").read_text())
     assert cf["overall"]["n"] == 4 and {p["term_b"] for p in cf["pairs"]} == {"mary", "london"}
     explained = json.loads((run_dir / "predictions" / "explanations.json").read_text())

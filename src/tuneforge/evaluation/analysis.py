@@ -4,10 +4,11 @@ and ``tuneforge report --recompute`` share it."""
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tuneforge.data.readers import ReadOptions
 from tuneforge.evaluation import predictions as P
 from tuneforge.evaluation.calibrate_run import collect_logits, load_calibration
 from tuneforge.evaluation.calibration import softmax
+from tuneforge.evaluation.evaluate import predict_features
 from tuneforge.io_utils import atomic_write_json
 
 EXPLAINED_WRONG, EXPLAINED_RIGHT = 6, 3  # error examples explained with IG (50 steps each, ~0.5 s on MiniLM CPU)
@@ -41,6 +43,15 @@ def text_probabilities(model: torch.nn.Module, task: Any, texts: list[str], batc
     return probabilities(model, task, features, batch_size, run_dir)
 
 
+def run_labels(model: torch.nn.Module, task: Any, features: Sequence[dict[str, Any]], cfg: Any,
+               run_dir: Path) -> list[int]:
+    """Predicted label indices exactly as the run scored them (its precision: bf16 with near ties redone in fp32),
+    so the page's figures equal report.json's even where bf16 and fp32 disagree on a row."""
+    meta = P.load_json(run_dir / "meta.json") or {}
+    dtype = torch.bfloat16 if meta.get("precision") == "bf16" else None
+    return [task.decide(p) for p in predict_features(model, task, features, cfg.eval.batch_size, dtype)]
+
+
 def read_options(data_cfg: Any, task: Any) -> ReadOptions:
     return ReadOptions(encoding=data_cfg.encoding, line_delimiter=data_cfg.line_delimiter,
                        text_column=data_cfg.text_column, label_column=data_cfg.label_column,
@@ -58,17 +69,9 @@ def finish_run_report(run_dir: Path, cfg: Any, task: Any, model: torch.nn.Module
 
     start = time.perf_counter()
     notes: dict[str, Any] = {}
-    if supports(task) and examples:
-        from tuneforge.evaluation.slices import read_columns
-
-        probs = probabilities(model, task, features, cfg.eval.batch_size, run_dir)
-        meta = read_columns(examples, cfg.eval.slices, read_options(cfg.data, task), cfg.data.format)
-        rows = P.tuned_rows(examples, probs, task.labels, meta)
-        P.save_predictions(run_dir, rows, {name: P.baseline_rows(preds, task.labels)
-                                           for name, preds in (baselines or {}).items()})
-        if cfg.eval.counterfactuals:
-            _counterfactuals(run_dir, cfg, task, model)
-        notes["explanations"] = _explain_errors(run_dir, task, model, rows)
+    with plain_forward(model):
+        if supports(task) and examples:
+            notes = _analyse(run_dir, cfg, task, model, examples, features, baselines)
     notes["analysis_seconds"] = round(time.perf_counter() - start, 2)
     notes.update(peak_memory_mb())
     if (run_dir / P.FOLDER).is_dir():
@@ -76,6 +79,37 @@ def finish_run_report(run_dir: Path, cfg: Any, task: Any, model: torch.nn.Module
     report = write_html_report(run_dir)
     log_run_files(run_dir, cfg.train.trackers)
     return report
+
+
+@contextlib.contextmanager
+def plain_forward(model: torch.nn.Module) -> Iterator[None]:
+    """Run ``model`` in fp32 even when accelerate left its bf16 autocast wrapper on ``forward`` (unwrap_model
+    keeps it): IG's completeness and the stored probabilities need the fp32 model."""
+    original = getattr(model, "_original_forward", None)
+    if original is None:
+        yield
+        return
+    wrapped = model.forward
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
+
+
+def _analyse(run_dir: Path, cfg: Any, task: Any, model: torch.nn.Module, examples: list[dict[str, Any]],
+             features: list[dict[str, Any]], baselines: dict[str, list[Any]] | None) -> dict[str, Any]:
+    """Predictions, counterfactuals and explanations of a single-label classifier's test split."""
+    from tuneforge.evaluation.slices import read_columns
+
+    probs = probabilities(model, task, features, cfg.eval.batch_size, run_dir)
+    meta = read_columns(examples, cfg.eval.slices, read_options(cfg.data, task), cfg.data.format)
+    rows = P.tuned_rows(examples, probs, task.labels, meta, run_labels(model, task, features, cfg, run_dir))
+    P.save_predictions(run_dir, rows, {name: P.baseline_rows(preds, task.labels)
+                                       for name, preds in (baselines or {}).items()})
+    if cfg.eval.counterfactuals:
+        _counterfactuals(run_dir, cfg, task, model)
+    return {"explanations": _explain_errors(run_dir, task, model, rows)}
 
 
 def _counterfactuals(run_dir: Path, cfg: Any, task: Any, model: torch.nn.Module) -> None:

@@ -34,14 +34,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def tuned_rows(examples: Sequence[dict[str, Any]], probs: np.ndarray, labels: Sequence[str],
-               meta: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+               meta: Sequence[dict[str, Any]] | None = None,
+               predicted: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """One row per test example: text, gold, predicted, confidence (the predicted label's probability) and the
-    top scores, the file and line it came from and any slice columns."""
+    top scores, the file and line it came from and any slice columns. ``predicted`` (label indices) overrides the
+    argmax of ``probs``: the labels the run's metrics were computed from, so page and report.json agree."""
     rows = []
     for i, (ex, p) in enumerate(zip(examples, probs)):
         top = np.argsort(-p)[:TOP_SCORES]
+        k = int(top[0]) if predicted is None else int(predicted[i])
         rows.append({"id": i, "text": ex["text"], **({"text_pair": ex["text_pair"]} if "text_pair" in ex else {}),
-                     "gold": ex["labels"][0], "predicted": labels[int(top[0])], "confidence": float(p[top[0]]),
+                     "gold": ex["labels"][0], "predicted": labels[k], "confidence": float(p[k]),
                      "scores": {labels[int(j)]: round(float(p[j]), 6) for j in top}, "loc": ex.get(LOC),
                      **({"meta": meta[i]} if meta is not None and meta[i] else {})})
     return rows
