@@ -69,6 +69,11 @@ def test_report_command_rebuilds_and_compares(run_dir, tmp_path, capsys):
     assert main(["report", str(run_dir), str(run_dir), "--out", str(out)]) == 0
     page = out.read_text()
     assert page.count("<tr>") == 3 and "0 vs 0: p <span>1.000</span>" in page
+    saved = (run_dir / "predictions" / "test.jsonl").read_text()
+    shutil.rmtree(run_dir / "predictions")
+    assert main(["report", str(run_dir), "--recompute"]) == 0  # the analysis again from the saved model
+    assert (run_dir / "predictions" / "test.jsonl").read_text() == saved
+    assert (run_dir / "predictions" / "baseline_majority.jsonl").is_file()
     assert main(["report", str(tmp_path)]) == 2
     assert "no report.json" in capsys.readouterr().err
 

@@ -12,21 +12,28 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="where to write the page (one run: RUN/report.html; several: "
                                  "report_compare.html in the current directory)")
     p.add_argument("--recompute", action="store_true",
-                   help="one run: predict its test split again with the saved model (runs trained before per-example "
-                        "predictions were saved), then rebuild; counterfactuals and explanations are redone too")
+                   help="one run: predict its test split again with the saved model and re-score the baselines (runs "
+                        "trained before per-example predictions were saved), then rebuild; counterfactuals and "
+                        "explanations are redone too")
 
 
 def recompute(run_dir: Path) -> None:
-    """The analysis step again from the saved model: test predictions, counterfactuals, explanations."""
+    """The analysis step again from the saved model: test predictions (the tuned model and the baselines, which
+    score zero-shot with label names, not a prompt file), counterfactuals, explanations."""
     from tuneforge.evaluation.analysis import finish_run_report
     from tuneforge.run import open_run, prepare
+    from tuneforge.runner import score_baselines
 
     loaded = open_run(run_dir)
     prepared = prepare(loaded.cfg, encode=False)
     split = prepared.test_split
     examples = prepared.splits[split]
     task = loaded.task  # the task as trained (label order), not the one prepare() set up from the data again
-    finish_run_report(run_dir, loaded.cfg, task, loaded.model, examples, [task.encode(ex) for ex in examples])
+    baselines: dict[str, list] = {}
+    score_baselines(loaded.cfg.eval.baselines, task, loaded.resolved, loaded.tokenizer, prepared.splits["train"],
+                    examples, keep=baselines)
+    finish_run_report(run_dir, loaded.cfg, task, loaded.model, examples, [task.encode(ex) for ex in examples],
+                      baselines)
 
 
 def _run(args: argparse.Namespace) -> int:
