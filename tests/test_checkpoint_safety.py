@@ -147,7 +147,8 @@ def test_every_checkpoint_damaged_is_one_clear_error(tmp_path):
         (tmp_path / f"step-{n}" / PROGRESS).write_text("{}")
     with pytest.raises(CheckpointError, match="no usable checkpoint") as err:
         ckpt.resume(tmp_path, *trainer(), log=lambda _: None)
-    assert all(f"step-{n}/{PROGRESS}: 2 bytes where" in str(err.value) for n in (1, 2, 3))
+    assert all(f"; step-{n}/{PROGRESS}: 2 bytes where" in str(err.value) for n in (1, 2))
+    assert f": step-3/{PROGRESS}: 2 bytes where" in str(err.value) and "train.overwrite=true" in str(err.value)
 
 
 def test_planted_pickle_in_the_newest_checkpoint_is_never_opened(tmp_path):
@@ -157,7 +158,7 @@ def test_planted_pickle_in_the_newest_checkpoint_is_never_opened(tmp_path):
     lines = []
     folder, _, _ = ckpt.resume(tmp_path, *trainer(), log=lines.append)
     assert folder.name == "step-2"
-    assert f"step-3/{PICKLED_STATE}: a pickle file, which is never loaded" in lines[0]
+    assert f"step-3/{PICKLED_STATE}: a pickle file" in lines[0] and "never loaded" in lines[0]
     assert not marker.exists()
     pickle.loads((tmp_path / "step-3" / PICKLED_STATE).read_bytes())  # the planted file is live: it would have run
     assert marker.exists()
@@ -289,7 +290,7 @@ def test_resume_refuses_an_old_format_run_with_a_planted_pickle(trained_run, tin
         (folder / MANIFEST).unlink()
         (folder / STATE).unlink()
         plant(folder / PICKLED_STATE, marker)
-    with pytest.raises(CheckpointError, match=f"{PICKLED_STATE}: a pickle file, which is never loaded") as err:
+    with pytest.raises(CheckpointError, match=f"{PICKLED_STATE}: a pickle file .* never loaded") as err:
         train(_cfg(tiny_bert_dir, tmp_path, resume=True))
     assert "no usable checkpoint" in str(err.value)
     assert not marker.exists()

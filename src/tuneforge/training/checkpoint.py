@@ -11,6 +11,7 @@ a checkpoint that fails its checksums is reported and the previous one is used.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections.abc import Callable
@@ -140,10 +141,8 @@ def list_checkpoints(root: Path) -> list[Path]:
 def verify(folder: Path) -> None:
     """Raise ``CheckpointError`` unless ``folder`` is a complete checkpoint whose files match their checksums."""
     if (folder / PICKLED_STATE).exists():
-        raise CheckpointError(
-            f"{folder / PICKLED_STATE}: a pickle file, which is never loaded because reading one can run code. "
-            f"It was written by an older TuneForge (before checkpoints carried manifest.json) or placed there by "
-            f"someone else; start the run again (train.overwrite=true) or delete that checkpoint")
+        raise CheckpointError(f"{folder / PICKLED_STATE}: a pickle file (an older TuneForge's format, or placed "
+                              f"there by someone else), never loaded since reading one can run code")
     manifest = _read_manifest(folder)
     kind = manifest.get("kind")
     missing = [f for f in REQUIRED.get(kind, REQUIRED["step"]) if f not in manifest["files"]]
@@ -219,7 +218,9 @@ def resume(root: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sched
             log(f"falling back to {folder.name}, the newest intact checkpoint")
         return folder, progress, rng
     if refused:
-        raise CheckpointError(f"no usable checkpoint in {root} to resume from: " + " | ".join(refused))
+        reasons = "; ".join(r.replace(f"{root}{os.sep}", "") for r in refused)
+        raise CheckpointError(f"no usable checkpoint to resume from in {root}: {reasons}. Start the run again "
+                              f"(train.overwrite=true) or put intact checkpoints back")
     return None
 
 
