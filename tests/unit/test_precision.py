@@ -47,12 +47,24 @@ def test_resume_keeps_the_checkpoints_precision(cpu_only, monkeypatch, tmp_path)
     monkeypatch.setattr(P, "cpu_bf16_speedup", lambda: 0.5)  # a fresh timing would say fp32
     root = tmp_path / "checkpoints"
     assert P.run_precision("auto", root) == "fp32"  # no checkpoint yet
+    def checkpoint(step: int, progress: dict) -> None:
+        """A complete checkpoint as resume sees it: the required files and a manifest of their checksums."""
+        from tuneforge.training.checkpoint import STATE, WEIGHTS, write_manifest
+
+        folder = root / f"step-{step}"
+        folder.mkdir(parents=True)
+        (folder / "progress.json").write_text(json.dumps(progress))
+        for name in (WEIGHTS, STATE):
+            (folder / name).write_bytes(b"stand-in")
+        write_manifest(folder, "step")
+
     for step, recorded in ((10, "fp32"), (20, "bf16")):
-        (root / f"step-{step}").mkdir(parents=True)
-        (root / f"step-{step}" / "progress.json").write_text(json.dumps({"step": step, "precision": recorded}))
+        checkpoint(step, {"step": step, "precision": recorded})
     assert P.run_precision("auto", root) == "bf16"  # the newest checkpoint's
     assert P.run_precision("fp32", root) == "fp32"  # an explicit choice wins
     assert P.run_precision("auto", None) == "fp32"  # not resuming
-    (root / "step-30").mkdir()
-    (root / "step-30" / "progress.json").write_text(json.dumps({"step": 30}))  # written before precision was kept
+    checkpoint(30, {"step": 30})  # written before precision was kept
     assert P.run_precision("auto", root) == "fp32"
+    (root / "step-40").mkdir()
+    (root / "step-40" / "progress.json").write_text(json.dumps({"step": 40, "precision": "bf16"}))
+    assert P.run_precision("auto", root) == "fp32"  # an incomplete newest folder is not what resume loads
