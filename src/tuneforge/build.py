@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from tuneforge.models import ResolvedModel, load_backbone
+from tuneforge.models import ResolvedModel, enable_gradient_checkpointing, load_backbone
 from tuneforge.tasks.base import Task
 from tuneforge.training.freezing import (
     apply_freezing,
@@ -28,10 +28,12 @@ class BuiltModel:
 
 def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, freeze_policy: str, freeze_k: int,
                 peft: Any | None, total_steps: int | None = None,
-                attention_dropout: float | None = None, freeze_embeddings: bool = False) -> BuiltModel:
+                attention_dropout: float | None = None, freeze_embeddings: bool = False,
+                gradient_checkpointing: bool = False) -> BuiltModel:
     """The same code path builds the model for training and for loading a run, so weights always fit.
 
-    ``freeze_embeddings`` is ``freeze.embeddings`` (see ``freeze_word_embeddings``).
+    ``freeze_embeddings`` is ``freeze.embeddings`` (see ``freeze_word_embeddings``);
+    ``gradient_checkpointing`` is ``train.gradient_checkpointing`` (see ``enable_gradient_checkpointing``).
     """
     backbone = load_backbone(resolved.path, dropout=dropout, causal_lm=task.needs_lm_head,
                              attention_dropout=attention_dropout)
@@ -44,6 +46,8 @@ def build_model(task: Task, resolved: ResolvedModel, dropout: float | None, free
         backbone, hooks = apply_peft(backbone, peft, task_type=task.peft_task_type,
                                      total_steps=total_steps)
         terms = loss_terms_for(backbone, peft)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(backbone)
     rows = _vocab_rows(backbone)
     model = task.build_model(backbone)
     if peft is not None and peft.method:

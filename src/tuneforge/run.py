@@ -85,7 +85,8 @@ class Prepared:
         set_seed(cfg.seed)
         return build_model(self.task, self.resolved, cfg.train.dropout, cfg.freeze.policy, cfg.freeze.k, cfg.peft,
                            total_steps if total_steps is not None else self.total_steps(),
-                           attention_dropout=cfg.train.attention_dropout, freeze_embeddings=cfg.freeze.embeddings)
+                           attention_dropout=cfg.train.attention_dropout, freeze_embeddings=cfg.freeze.embeddings,
+                           gradient_checkpointing=cfg.train.gradient_checkpointing)
 
 
 def prepare(cfg: RunConfig, records: dict[str, list[Record]] | None = None, encode: bool = True) -> Prepared:
