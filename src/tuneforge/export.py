@@ -19,9 +19,6 @@ few lines of torch that apply the head.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from typing import Any
 import torch
 
 from tuneforge.evaluation.evaluate import model_inputs
-from tuneforge.io_utils import atomic_write_json, atomic_write_text
+from tuneforge.io_utils import atomic_dir, atomic_write_json, atomic_write_text
 
 
 class ExportError(RuntimeError):
@@ -71,9 +68,7 @@ def export_merged(run_dir: str | Path, out: str | Path, atol: float = 1e-4) -> E
     model.backbone = peft_model.merge_and_unload()
     in_memory = _max_diff(reference, _outputs(model, batch))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:  # written and checked whole, then swapped in: never a half export
         _write_folder(tmp, run_dir, model, task, cfg)
         model.backbone = _load_body(tmp, task.needs_lm_head)
         exported = _max_diff(reference, _outputs(model, batch))
@@ -82,12 +77,6 @@ def export_merged(run_dir: str | Path, out: str | Path, atol: float = 1e-4) -> E
                               f"over {len(next(iter(batch.values())))} examples ({probe})")
         result = ExportResult(out, exported, in_memory, len(next(iter(batch.values()))), probe)
         _write_card(tmp, run_dir, cfg, task, result)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 

@@ -266,3 +266,9 @@ def read_lines(path: Path, opts: ReadOptions, bad: BadRows) -> list[Record]:
 def split_loc(loc: str) -> tuple[str, str]:
     path, _, line = loc.rpartition(":")
     return path, line
+
+
+def record_error(rec: Record, field: str, message: str) -> DataError:
+    """A ``DataError`` at the file and line a parsed record came from, naming its field."""
+    path, line = split_loc(rec.get(LOC, "?:?"))
+    return DataError(path, line, message, field=field)

@@ -8,14 +8,11 @@ from typing import Any
 
 import torch
 
-from tuneforge.data.readers import LOC, BadRows, DataError, Record, split_loc
+from tuneforge.data.readers import LOC, BadRows, DataError, Record, record_error
 
 Example = dict[str, Any]
 
 
-def _fail(rec: Record, field: str, message: str) -> DataError:
-    path, line = split_loc(rec.get(LOC, "?:?"))
-    return DataError(path, line, message, field=field)
 
 
 def label_kind(value: Any) -> str:
@@ -69,7 +66,7 @@ def _check_same_kind(rec: Record, value: Any, label_col: str, first: dict[str, A
             first.update(kind=kind, value=v, loc=rec.get(LOC))
         elif kind != first["kind"]:
             article = "an" if kind == "integer" else "a"
-            raise _fail(rec, label_col, f"label {v!r} is {article} {kind} but {first['loc']} has the {first['kind']} "
+            raise record_error(rec, label_col, f"label {v!r} is {article} {kind} but {first['loc']} has the {first['kind']} "
                                         f"{first['value']!r}: one label column takes one kind (1 and \"1\" would be "
                                         "one class); write them all as strings or all as numbers")
 
@@ -79,33 +76,33 @@ def _parse_one(rec: Record, text_col: str, pair_col: str | None, label_col: str,
     columns = [c for c in rec if c != LOC]
     for col in (text_col, pair_col, label_col):
         if col and col not in rec:
-            raise _fail(rec, col, f"missing column {col!r}; columns here: {', '.join(columns)}")
+            raise record_error(rec, col, f"missing column {col!r}; columns here: {', '.join(columns)}")
     text = rec[text_col]
     if not isinstance(text, str) or not text.strip():
-        raise _fail(rec, text_col, "empty text" if isinstance(text, str) or text is None
+        raise record_error(rec, text_col, "empty text" if isinstance(text, str) or text is None
                     else f"text must be a string, got {type(text).__name__}")
     ex: Example = {"text": text.strip(), LOC: rec.get(LOC)}
     if pair_col:
         pair = rec[pair_col]
         if not isinstance(pair, str) or not pair.strip():
-            raise _fail(rec, pair_col, "empty second text")
+            raise record_error(rec, pair_col, "empty second text")
         ex["text_pair"] = pair.strip()
     for col in (text_col, pair_col):
         if col and "\x00" in rec[col]:  # an escaped \u0000 in JSON; raw NUL bytes stop the reader
-            raise _fail(rec, col, f"NUL character at position {rec[col].index(chr(0))}")
+            raise record_error(rec, col, f"NUL character at position {rec[col].index(chr(0))}")
     value = rec[label_col]
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise _fail(rec, label_col, "empty label")
+        raise record_error(rec, label_col, "empty label")
     try:
         for v in value if isinstance(value, list) else [value]:
             label_kind(v)
     except ValueError as e:
-        raise _fail(rec, label_col, str(e)) from None
+        raise record_error(rec, label_col, str(e)) from None
     labels = parse_labels(value, multi_label, delimiter)
     if not labels:
-        raise _fail(rec, label_col, "empty label")
+        raise record_error(rec, label_col, "empty label")
     if not multi_label and len(labels) > 1:
-        raise _fail(rec, label_col, f"{len(labels)} labels in a single-label task; set data.multi_label=true")
+        raise record_error(rec, label_col, f"{len(labels)} labels in a single-label task; set data.multi_label=true")
     ex["labels"] = labels
     return ex
 

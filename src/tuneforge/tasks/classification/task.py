@@ -22,6 +22,8 @@ class ClassificationTask:
     name = "classification"
     main_metric = "accuracy"
     metric_mode = "max"
+    needs_lm_head = False  # an encoder (or decoder) body with a classification head
+    peft_task_type = "FEATURE_EXTRACTION"
 
     def __init__(self, ctx: TaskContext):
         d = ctx.data

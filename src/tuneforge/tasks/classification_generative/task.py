@@ -33,6 +33,8 @@ class GenerativeClassificationTask:
     metric_mode = "max"
     needs_lm_head = True
     peft_task_type = "CAUSAL_LM"
+    pair_col = None
+    near_ties = None
 
     def __init__(self, ctx: TaskContext):
         if ctx.data.multi_label:

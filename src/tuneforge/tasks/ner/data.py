@@ -9,16 +9,22 @@ from typing import Any
 
 import torch
 
-from tuneforge.data.readers import LOC, READERS, BadRows, DataError, ReadOptions, Record, read_text, split_loc
+from tuneforge.data.readers import (
+    LOC,
+    READERS,
+    BadRows,
+    DataError,
+    ReadOptions,
+    Record,
+    read_text,
+    record_error,
+)
 
 Example = dict[str, Any]
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)  # words and single punctuation marks, like CoNLL tokens
 _TAG = re.compile(r"^(O|[BI]-\S+)$")
 
 
-def _fail(rec: Record, field: str, message: str) -> DataError:
-    path, line = split_loc(rec.get(LOC, "?:?"))
-    return DataError(path, line, message, field=field)
 
 
 # ---------------- reading ----------------
@@ -133,40 +139,40 @@ def parse_one(rec: Record, text_col: str) -> Example:
     if text_col in rec and "entities" in rec:
         return _from_spans(rec, rec[text_col], rec["entities"], text_col)
     columns = ", ".join(c for c in rec if c != LOC)
-    raise _fail(rec, "tokens", f"expected tokens + tags, or {text_col} + entities; columns here: {columns}")
+    raise record_error(rec, "tokens", f"expected tokens + tags, or {text_col} + entities; columns here: {columns}")
 
 
 def _from_tokens(rec: Record, tokens: Any, tags: Any, tag_col: str) -> Example:
     if not isinstance(tokens, list) or not tokens:
-        raise _fail(rec, "tokens", "tokens must be a non-empty list")
+        raise record_error(rec, "tokens", "tokens must be a non-empty list")
     if not isinstance(tags, list) or len(tags) != len(tokens):
         n = len(tags) if isinstance(tags, list) else type(tags).__name__
-        raise _fail(rec, tag_col, f"{len(tokens)} tokens but {n} tags: every token needs exactly one tag")
+        raise record_error(rec, tag_col, f"{len(tokens)} tokens but {n} tags: every token needs exactly one tag")
     bad_tok = next((t for t in tokens if not isinstance(t, str) or not t or any(c.isspace() for c in t)), None)
     if bad_tok is not None:
-        raise _fail(rec, "tokens", f"token {bad_tok!r} is empty, not a string or contains whitespace")
+        raise record_error(rec, "tokens", f"token {bad_tok!r} is empty, not a string or contains whitespace")
     bad_tag = check_tags(tags)
     if bad_tag:
-        raise _fail(rec, tag_col, f"tag {bad_tag} is not O, B-TYPE or I-TYPE")
+        raise record_error(rec, tag_col, f"tag {bad_tag} is not O, B-TYPE or I-TYPE")
     text, offsets = join_tokens(tokens)
     return {"tokens": list(tokens), "tags": iob1_to_bio(tags), "text": text, "offsets": offsets, LOC: rec.get(LOC)}
 
 
 def _from_spans(rec: Record, text: Any, entities: Any, text_col: str) -> Example:
     if not isinstance(text, str) or not text.strip():
-        raise _fail(rec, text_col, "empty text")
+        raise record_error(rec, text_col, "empty text")
     if not isinstance(entities, list):
-        raise _fail(rec, "entities", "entities must be a list of {start, end, label}")
+        raise record_error(rec, "entities", "entities must be a list of {start, end, label}")
     spans = sorted(_check_entity(rec, text, ent, i) for i, ent in enumerate(entities))
     for (_, e1, _), (s2, _, _) in zip(spans, spans[1:]):
         if s2 < e1:
-            raise _fail(rec, "entities", f"entities overlap at characters {s2}-{e1}: {text[s2:e1]!r}")
+            raise record_error(rec, "entities", f"entities overlap at characters {s2}-{e1}: {text[s2:e1]!r}")
     offsets = split_words(text, [x for s, e, _ in spans for x in (s, e)])
     tags = ["O"] * len(offsets)
     for s, e, label in spans:
         inside = [i for i, (a, b) in enumerate(offsets) if a >= s and b <= e]
         if not inside:
-            raise _fail(rec, "entities", f"entity {text[s:e]!r} ({s}-{e}) holds no word")
+            raise record_error(rec, "entities", f"entity {text[s:e]!r} ({s}-{e}) holds no word")
         tags[inside[0]] = f"B-{label}"
         for i in inside[1:]:
             tags[i] = f"I-{label}"
@@ -177,16 +183,16 @@ def _from_spans(rec: Record, text: Any, entities: Any, text_col: str) -> Example
 def _check_entity(rec: Record, text: str, ent: Any, i: int) -> tuple[int, int, str]:
     field = f"entities[{i}]"
     if not isinstance(ent, dict) or not {"start", "end", "label"} <= set(ent):
-        raise _fail(rec, field, f"expected {{start, end, label}}, got {ent!r}")
+        raise record_error(rec, field, f"expected {{start, end, label}}, got {ent!r}")
     s, e, label = ent["start"], ent["end"], ent["label"]
     if not isinstance(s, int) or not isinstance(e, int) or isinstance(s, bool) or isinstance(e, bool):
-        raise _fail(rec, field, f"start and end must be integers, got {s!r} and {e!r}")
+        raise record_error(rec, field, f"start and end must be integers, got {s!r} and {e!r}")
     if not 0 <= s < e <= len(text):
-        raise _fail(rec, field, f"span {s}-{e} lies outside the text (length {len(text)})")
+        raise record_error(rec, field, f"span {s}-{e} lies outside the text (length {len(text)})")
     if not isinstance(label, str) or not label.strip() or any(c.isspace() for c in label):
-        raise _fail(rec, field, f"label must be a non-empty word, got {label!r}")
+        raise record_error(rec, field, f"label must be a non-empty word, got {label!r}")
     if "text" in ent and ent["text"] != text[s:e]:
-        raise _fail(rec, field, f"entity text {ent['text']!r} does not match the text at {s}-{e}: {text[s:e]!r}")
+        raise record_error(rec, field, f"entity text {ent['text']!r} does not match the text at {s}-{e}: {text[s:e]!r}")
     return s, e, label
 
 

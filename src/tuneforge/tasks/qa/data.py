@@ -15,15 +15,13 @@ from tuneforge.data.readers import (
     json_error,
     load_json,
     read_text,
+    record_error,
     split_loc,
 )
 
 Example = dict[str, Any]
 
 
-def _fail(rec: Record, field: str, message: str) -> DataError:
-    path, line = split_loc(rec.get(LOC, "?:?"))
-    return DataError(path, line, message, field=field)
 
 
 @READERS.decorator("squad")
@@ -84,9 +82,9 @@ def parse_one(rec: Record, need_answers: bool = True) -> Example:
     allowed only for SQuAD v2.0 questions marked ``is_impossible``."""
     question, context = rec.get("question"), rec.get("context")
     if not isinstance(question, str) or not question.strip():
-        raise _fail(rec, "question", "empty question")
+        raise record_error(rec, "question", "empty question")
     if not isinstance(context, str) or not context.strip():
-        raise _fail(rec, "context", "empty context")
+        raise record_error(rec, "context", "empty context")
     ex: Example = {"id": str(rec.get("id", "")), "question": question.strip(), "context": context,
                    "title": rec.get("title", ""), LOC: rec.get(LOC)}
     if not need_answers:
@@ -94,11 +92,11 @@ def parse_one(rec: Record, need_answers: bool = True) -> Example:
     impossible = bool(rec.get("is_impossible", False))
     answers = rec.get("answers", [])
     if not isinstance(answers, list):
-        raise _fail(rec, "answers", f"answers must be a list, got {type(answers).__name__}")
+        raise record_error(rec, "answers", f"answers must be a list, got {type(answers).__name__}")
     if impossible:
         answers = []  # SQuAD v2.0 keeps plausible_answers apart; answers of an impossible question are empty
     elif not answers:
-        raise _fail(rec, "answers", "no answers; an unanswerable question needs is_impossible: true (SQuAD v2.0)")
+        raise record_error(rec, "answers", "no answers; an unanswerable question needs is_impossible: true (SQuAD v2.0)")
     ex["answers"] = [_check_answer(rec, context, a, i) for i, a in enumerate(answers)]
     ex["is_impossible"] = impossible
     return ex
@@ -107,14 +105,14 @@ def parse_one(rec: Record, need_answers: bool = True) -> Example:
 def _check_answer(rec: Record, context: str, answer: Any, i: int) -> dict[str, Any]:
     field = f"answers[{i}]"
     if not isinstance(answer, dict) or not isinstance(answer.get("text"), str) or not answer["text"]:
-        raise _fail(rec, field, f"expected {{text, answer_start}} with non-empty text, got {answer!r}")
+        raise record_error(rec, field, f"expected {{text, answer_start}} with non-empty text, got {answer!r}")
     text, start = answer["text"], answer.get("answer_start")
     if not isinstance(start, int) or isinstance(start, bool):
-        raise _fail(rec, f"{field}.answer_start", f"answer_start must be an integer, got {start!r}")
+        raise record_error(rec, f"{field}.answer_start", f"answer_start must be an integer, got {start!r}")
     if not 0 <= start <= len(context) - len(text):
-        raise _fail(rec, f"{field}.answer_start", f"answer {text!r} at {start} runs outside the context "
+        raise record_error(rec, f"{field}.answer_start", f"answer {text!r} at {start} runs outside the context "
                                                   f"(length {len(context)})")
     if context[start:start + len(text)] != text:
-        raise _fail(rec, f"{field}.answer_start", f"answer {text!r} does not match the context at {start}: "
+        raise record_error(rec, f"{field}.answer_start", f"answer {text!r} does not match the context at {start}: "
                                                   f"{context[start:start + len(text)]!r}")
     return {"text": text, "start": start}

@@ -9,7 +9,16 @@ from typing import Any
 
 import torch
 
-from tuneforge.data.readers import LOC, READERS, BadRows, DataError, ReadOptions, Record, read_text, split_loc
+from tuneforge.data.readers import (
+    LOC,
+    READERS,
+    BadRows,
+    DataError,
+    ReadOptions,
+    Record,
+    read_text,
+    record_error,
+)
 
 Example = dict[str, Any]
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")  # added to the tokenizer as special tokens; never split
@@ -17,9 +26,6 @@ _SEMEVAL_LINE = re.compile(r'^(\d+)\t"(.*)"\s*$')
 _TAGS = ("<e1>", "</e1>", "<e2>", "</e2>")
 
 
-def _fail(rec: Record, field: str, message: str) -> DataError:
-    path, line = split_loc(rec.get(LOC, "?:?"))
-    return DataError(path, line, message, field=field)
 
 
 @READERS.decorator("semeval")
@@ -54,10 +60,10 @@ def strip_tags(rec: Record, marked: str) -> tuple[str, tuple[int, int], tuple[in
     found = {t: [m.start() for m in re.finditer(re.escape(t), marked)] for t in _TAGS}
     wrong = [t for t in _TAGS if len(found[t]) != 1]
     if wrong:
-        raise _fail(rec, "text", f"expected each of <e1> </e1> <e2> </e2> exactly once; problem with {wrong}")
+        raise record_error(rec, "text", f"expected each of <e1> </e1> <e2> </e2> exactly once; problem with {wrong}")
     order = sorted(_TAGS, key=lambda t: found[t][0])
     if order not in (list(_TAGS), ["<e2>", "</e2>", "<e1>", "</e1>"]):
-        raise _fail(rec, "text", "entity tags are nested or crossed")
+        raise record_error(rec, "text", "entity tags are nested or crossed")
     text, spans, pos, last = "", {}, 0, 0
     for tag in order:
         at = found[tag][0]
@@ -84,19 +90,19 @@ def parse_one(rec: Record, text_col: str, label_col: str, need_label: bool = Tru
     ``<e1>..</e1> <e2>..</e2>``; the label comes from ``relation`` (else the configured label column)."""
     text = rec.get(text_col)
     if not isinstance(text, str) or not text.strip():
-        raise _fail(rec, text_col, "empty text")
+        raise record_error(rec, text_col, "empty text")
     if "head" in rec or "tail" in rec:
         head, tail = _span(rec, text, "head"), _span(rec, text, "tail")
     else:
         text, head, tail = strip_tags(rec, text)
     if head[0] < tail[1] and tail[0] < head[1]:
-        raise _fail(rec, "tail", f"head {head} and tail {tail} overlap")
+        raise record_error(rec, "tail", f"head {head} and tail {tail} overlap")
     ex: Example = {"text": text, "head": head, "tail": tail, LOC: rec.get(LOC)}
     if need_label:
         col = "relation" if "relation" in rec else label_col
         label = rec.get(col)
         if not isinstance(label, str) or not label.strip():
-            raise _fail(rec, col, "missing or empty relation label")
+            raise record_error(rec, col, "missing or empty relation label")
         ex["relation"] = label.strip()
     return ex
 
@@ -108,13 +114,13 @@ def _span(rec: Record, text: str, field: str) -> tuple[int, int]:
     elif isinstance(value, (list, tuple)) and len(value) == 2:
         s, e = value
     else:
-        raise _fail(rec, field, f"expected {{start, end}} or [start, end], got {value!r}")
+        raise record_error(rec, field, f"expected {{start, end}} or [start, end], got {value!r}")
     if not isinstance(s, int) or not isinstance(e, int) or isinstance(s, bool) or isinstance(e, bool):
-        raise _fail(rec, field, f"start and end must be integers, got {s!r} and {e!r}")
+        raise record_error(rec, field, f"start and end must be integers, got {s!r} and {e!r}")
     if not 0 <= s < e <= len(text):
-        raise _fail(rec, field, f"span {s}-{e} lies outside the text (length {len(text)})")
+        raise record_error(rec, field, f"span {s}-{e} lies outside the text (length {len(text)})")
     if isinstance(value, dict) and "text" in value and value["text"] != text[s:e]:
-        raise _fail(rec, field, f"{field} text {value['text']!r} does not match the text at {s}-{e}: {text[s:e]!r}")
+        raise record_error(rec, field, f"{field} text {value['text']!r} does not match the text at {s}-{e}: {text[s:e]!r}")
     return s, e
 
 
