@@ -134,7 +134,7 @@ def _read_inputs(source: str) -> list[Any]:
 
 def _predict(args: argparse.Namespace) -> int:
     from tuneforge.inference.predictor import Predictor
-    from tuneforge.io_utils import atomic_write_jsonl
+    from tuneforge.io_utils import emit_jsonl
 
     items = _read_inputs(args.input)
     given = [item for item in items if item is not BLANK]
@@ -147,11 +147,7 @@ def _predict(args: argparse.Namespace) -> int:
               '"error": "empty input" and no prediction', file=sys.stderr)
     rows = [{"input": "", "error": "empty input", "line": i} if item is BLANK else {"input": item, **next(results)}
             for i, item in enumerate(items, start=1)]
-    if args.output:
-        atomic_write_jsonl(args.output, rows)
-    else:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+    emit_jsonl(rows, args.output)
     return 0
 
 

@@ -135,6 +135,15 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
             fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
 
 
+def emit_jsonl(rows: Iterable[dict[str, Any]], output: str | Path | None = None) -> None:
+    """Prediction rows as JSONL: to ``output`` (written whole, then renamed) or, without one, to stdout."""
+    if output:
+        atomic_write_jsonl(output, rows)
+        return
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False, default=_json_default))
+
+
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Append one line; a line is written with a single write call so readers never see half a record."""
     with open(path, "a", encoding="utf-8") as fh:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -19,7 +18,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tuneforge.cli import _read_inputs
     from tuneforge.inference.multi_adapter import MultiAdapterError, MultiAdapterPredictor
-    from tuneforge.io_utils import atomic_write_jsonl
+    from tuneforge.io_utils import emit_jsonl
 
     items = _read_inputs(args.input)
     try:
@@ -29,11 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"tuneforge predict-adapters: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     rows = [{"input": item, "adapter": args.adapter, **r} for item, r in zip(items, results)]
-    if args.output:
-        atomic_write_jsonl(args.output, rows)
-    else:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+    emit_jsonl(rows, args.output)
     return 0
 
 
