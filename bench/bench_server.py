@@ -40,7 +40,7 @@ SAMPLE = ROOT / "data" / "samples" / "banking77"
 GOAL = 3.0
 
 
-def build_run(work: Path, steps: int) -> Path:
+def build_run(work: Path, steps: int, threads: int | None) -> Path:
     """A MiniLM run on the BANKING77 sample, ``steps`` optimizer steps (the model's speed, not its accuracy, is
     what this bench measures)."""
     from tuneforge.config import config_from_dict
@@ -50,7 +50,8 @@ def build_run(work: Path, steps: int) -> Path:
         "model": "minilm", "task": "classification", "output_dir": str(work / "run"), "seed": 42,
         "data": {"train": str(SAMPLE / "train.csv"), "test": str(SAMPLE / "test.csv"), "text_column": "text",
                  "label_column": "category", "max_length": 64, "split": {"validation": 0.1}, "test_limit": 32},
-        "train": {"max_steps": steps, "batch_size": 16, "lr": 1e-4, "eval_every": 0, "progress": False},
+        "train": {"max_steps": steps, "batch_size": 16, "lr": 3e-4, "eval_every": 0, "progress": False,
+                  "num_threads": threads},
         "eval": {"baselines": []},
     })
     return train(cfg).run_dir
@@ -79,9 +80,9 @@ class Server:
         if args.threads:
             env["TUNEFORGE_NUM_THREADS"] = str(args.threads)
         self.log, self.log_file = log, open(log, "w")  # noqa: SIM115 - the child writes to it until stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tuneforge", "serve", str(run), "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning", "--precision", args.precision, *flags], env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+        cmd = [sys.executable, "-m", "tuneforge", "serve", str(run), "--host", "127.0.0.1", "--port", str(self.port),
+               "--log-level", "warning", "--precision", args.precision, *flags]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 180) -> None:
@@ -100,15 +101,23 @@ class Server:
         self.stop()
         raise RuntimeError(f"the server was not ready within {timeout} s; see {self.log}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (less sensitive to a busy host than wall time)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     def get(self, path: str) -> Any:
         import httpx
 
         return httpx.get(self.url + path, timeout=10)
 
-    def stop(self) -> int:
+    def stop(self) -> int | str:
+        """``graceful`` when the server drained and exited on SIGTERM (uvicorn re-raises the signal at the end,
+        so the exit status reads -15), else the exit status."""
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(60)
+            rc = self.proc.wait(60)
+            return "graceful" if rc in (0, -signal.SIGTERM) else rc
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
@@ -137,16 +146,19 @@ def throughput_phase(name: str, run: Path, flags: list[str], texts: list[str], a
     server = Server(run, flags, args, logs / f"bench_server.server.{name}.log")
     try:
         drive(server.url, bodies(texts[::-1], args.warmup), args.concurrency)
-        before = server_counts(server)
+        before, cpu = server_counts(server), server.cpu_seconds()
         result = drive(server.url, bodies(texts, args.requests), args.concurrency)
+        cpu = server.cpu_seconds() - cpu
         after = server_counts(server)
         precision = server.get("/info").json()["precision"]
     finally:
         rc = server.stop()
     forwards = after["forwards"] - before["forwards"]
     inputs = after["inputs"] - before["inputs"]
+    print(f"{name}: {result.summary()}", flush=True)
     return {"side": name, "flags": " ".join(flags) or "(defaults)", **result.summary(),
             "forwards": int(forwards), "inputs_per_forward": round(inputs / forwards, 2) if forwards else None,
+            "server_cpu_ms_per_text": round(1000 * cpu / max(1, result.statuses.count(200)), 2),
             "precision": precision, "server_exit": rc}
 
 
@@ -176,16 +188,18 @@ def overload_phase(run: Path, texts: list[str], args: argparse.Namespace, logs: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", help="a finished classification run (default: train a quick MiniLM run)")
-    p.add_argument("--train-steps", type=int, default=20)
+    p.add_argument("--work-dir", help="keep the quick run here and reuse it next time (default: a temporary folder)")
+    p.add_argument("--train-steps", type=int, default=60,
+                   help="enough for decisive scores: a barely trained run's near ties would all be redone in fp32 "
+                        "under bf16")
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--overload-requests", type=int, default=600)
     p.add_argument("--overload-concurrency", type=int, default=200)
     p.add_argument("--threads", type=int, default=None, help="the server's torch threads (TUNEFORGE_NUM_THREADS)")
-    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
-                   help="the server's --precision; fp32 by default because a few-step run's near-uniform scores "
-                        "would send most rows of a bf16 forward to the fp32 near-tie redo")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="the server's --precision (its default: auto)")
     p.add_argument("--smoke", action="store_true", help="200 requests, 20 concurrent, a 5-step run")
     p.add_argument("--out", help="results file (default bench/results/server.json)")
     args = p.parse_args(argv)
@@ -194,9 +208,15 @@ def main(argv: list[str] | None = None) -> int:
         args.overload_requests, args.overload_concurrency = 200, 80
     logs = ROOT / "bench" / "results"  # bench_server.server.<phase>.log, beside the other benches' logs
     logs.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench_server_") as work:
+    with tempfile.TemporaryDirectory(prefix="bench_server_") as tmp:
         start = time.perf_counter()
-        run = Path(args.run_dir) if args.run_dir else build_run(Path(work), args.train_steps)
+        work = Path(args.work_dir or tmp) / f"minilm_{args.train_steps}_steps"
+        if args.run_dir:
+            run = Path(args.run_dir)
+        elif (work / "run" / "report.json").exists():
+            run = work / "run"
+        else:
+            run = build_run(work, args.train_steps, args.threads)
         model = "given run" if args.run_dir else f"packaged MiniLM, {args.train_steps} steps on the BANKING77 sample"
         print(f"run ready in {time.perf_counter() - start:.0f} s: {run}", flush=True)
         texts = sample_texts()
@@ -204,10 +224,13 @@ def main(argv: list[str] | None = None) -> int:
                 throughput_phase("one-per-forward", run, ["--max-batch-size", "1"], texts, args, logs)]
         overload = overload_phase(run, texts, args, logs)
     gain = ratio(rows[0]["texts_per_s"], rows[1]["texts_per_s"])
+    cpu_gain = ratio(rows[1]["server_cpu_ms_per_text"], rows[0]["server_cpu_ms_per_text"])
     print(table(rows, [("ok", "ok", "{:d}"), ("errors", "errors", "{:d}"), ("p50 ms", "p50_ms", "{:.1f}"),
                        ("p99 ms", "p99_ms", "{:.1f}"), ("texts/s", "texts_per_s", "{:.1f}"),
-                       ("forwards", "forwards", "{:d}"), ("inputs/forward", "inputs_per_forward", "{:.1f}")]))
+                       ("forwards", "forwards", "{:d}"), ("inputs/forward", "inputs_per_forward", "{:.1f}"),
+                       ("server CPU ms/text", "server_cpu_ms_per_text", "{:.2f}")]))
     print(f"micro-batched / one-per-forward texts/s: {gain:.2f}x" if gain else "ratio: n/a")
+    print(f"server CPU per text, one-per-forward / micro-batched: {cpu_gain:.2f}x" if cpu_gain else "")
     print(check("batching gain", None if gain is None else gain >= GOAL, f"{gain or 0:.2f}x (goal >= {GOAL}x)"))
     print(check("no errors", all(r["errors"] == 0 for r in rows), str([r["errors"] for r in rows])))
     nl = overload["no_retry"]
@@ -219,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results("server", {"model": model, "requests": args.requests, "concurrency": args.concurrency,
                                     "server_threads": args.threads,
                                     "precision": args.precision, "modes": rows, "ratio_texts_per_s": gain,
+                                    "ratio_server_cpu_per_text": cpu_gain,
                                     "goal_ratio": GOAL, "overload": overload}, args.out, args.smoke)
     print(f"results: {path}")
     ok = gain is not None and all(r["errors"] == 0 for r in rows) and overload["nothing_lost"]

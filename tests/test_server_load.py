@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
@@ -31,7 +32,8 @@ def predictor(tiny_bert_dir, tmp_path_factory) -> Predictor:
 
 @contextmanager
 def serving(predictor, options: ServerOptions) -> Iterator[tuple[str, object]]:
-    """uvicorn in a thread on a socket bound to 127.0.0.1:0; yields the base URL and the app, stops on exit."""
+    """uvicorn in a thread on a socket bound to 127.0.0.1:0; yields the base URL and the uvicorn server, stops on
+    exit."""
     import uvicorn
 
     from tuneforge.inference.server import create_app
@@ -47,7 +49,7 @@ def serving(predictor, options: ServerOptions) -> Iterator[tuple[str, object]]:
         assert time.monotonic() < end and thread.is_alive(), "the server did not start"
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
     finally:
         server.should_exit = True
         thread.join(30)
@@ -126,3 +128,38 @@ def test_overload_refuses_with_retry_after_and_answers_every_accepted_request(pr
     # clients that wait Retry-After and send again all get their answers
     assert retried.errors == [] and retried.statuses == [200] * len(sent) and retried.retries > 0
     check_answers(predictor, sent, retried)
+
+
+class Gated:
+    """The predictor with a ``predict`` that holds every call until ``release`` is set."""
+
+    def __init__(self, predictor: Predictor):
+        self.inner, self.entered, self.release = predictor, threading.Event(), threading.Event()
+        self.task, self.cfg, self.precision = predictor.task, predictor.cfg, predictor.precision
+
+    def predict(self, items):
+        self.entered.set()
+        assert self.release.wait(20)
+        return self.inner.predict(items)
+
+
+def test_shutdown_answers_every_queued_request(predictor):
+    import httpx
+
+    gated = Gated(predictor)
+    with serving(gated, ServerOptions()) as (url, server), ThreadPoolExecutor(4) as pool:
+        post = lambda text: httpx.post(url + "/predict", json={"inputs": [text]}, timeout=30)  # noqa: E731
+        futures = [pool.submit(post, TEXTS[0])]
+        assert gated.entered.wait(10)
+        futures += [pool.submit(post, t) for t in TEXTS[1:4]]
+        end = time.monotonic() + 10
+        while httpx.get(url + "/ready", timeout=5).json()["queued"] < 3:
+            assert time.monotonic() < end, "the requests did not queue"
+            time.sleep(0.01)
+        server.should_exit = True  # what SIGTERM sets: stop accepting, finish what was accepted
+        time.sleep(0.2)
+        gated.release.set()
+        answers = [f.result(timeout=30) for f in futures]
+    assert [a.status_code for a in answers] == [200] * 4
+    assert [a.json()["predictions"][0]["label"] for a in answers] == [
+        p["label"] for p in predictor.predict(TEXTS[:4])]

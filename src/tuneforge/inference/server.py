@@ -22,7 +22,6 @@ from tuneforge.inference.server_limits import (
 from tuneforge.inference.server_metrics import MetricsMiddleware, ServerMetrics
 
 log = logging.getLogger(__name__)
-ENDPOINTS = ("/health", "/ready", "/info", "/metrics", "/predict")
 PREDICT_ERRORS = (ValueError, KeyError, TypeError, IndexError)  # what a bad input makes parse/encode raise
 
 
@@ -42,7 +41,7 @@ def create_app(predictor: Predictor, options: ServerOptions | None = None) -> An
 
     opts = options or ServerOptions()
     batcher = MicroBatcher(predictor.predict, opts.max_batch_size, opts.max_wait_ms / 1000, opts.max_queue)
-    metrics = ServerMetrics(lambda: batcher.queued, ENDPOINTS)
+    metrics = ServerMetrics(lambda: batcher.queued, lambda: {getattr(r, "path", None) for r in app.routes})
     batcher.on_batch = metrics.observe_batch
     text_fields = _text_fields(predictor.task)
 

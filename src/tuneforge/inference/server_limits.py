@@ -70,8 +70,8 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         if f.name == "api_key":
             p.add_argument(flag, default=None, metavar="KEY", help=f.metadata["help"])
         else:
-            p.add_argument(flag, type=type(f.default), default=f.default, help=f"{f.metadata['help']} "
-                                                                             f"(default {f.default})")
+            p.add_argument(flag, type=type(f.default), default=f.default,
+                           help=f"{f.metadata['help']}; default {f.default}")
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:

@@ -19,10 +19,10 @@ class ServerMetrics:
     >>> # m = ServerMetrics(lambda: 0); m.observe_batch(8, 0.02); m.render()[0].decode()
     """
 
-    def __init__(self, queue_depth: Callable[[], float], endpoints: Collection[str] = ()):
+    def __init__(self, queue_depth: Callable[[], float], endpoints: Callable[[], Collection[str]] = frozenset):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        self.endpoints = frozenset(endpoints)
+        self.endpoints = endpoints  # asked per request: routes added after the app was built count too
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("tuneforge_requests", "HTTP requests by endpoint and status code",
                                 ["endpoint", "status"], registry=self.registry)
@@ -38,7 +38,7 @@ class ServerMetrics:
 
     def endpoint(self, path: str) -> str:
         """The path as a label, unknown paths pooled so a scanner cannot grow the label set without bound."""
-        return path if path in self.endpoints else "other"
+        return path if path in self.endpoints() else "other"
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         label = self.endpoint(path)
