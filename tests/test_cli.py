@@ -56,6 +56,12 @@ def test_train_eval_predict_audit(toy_run, capsys):
     assert main(["data", "audit", str(cfg), "--json", str(tmp_path / "audit.json")]) == 0
     assert "JS-div" in capsys.readouterr().out
     assert json.loads((tmp_path / "audit.json").read_text())["splits"]["train"]["count"] == 60
+    capsys.readouterr()
+    (run / "best" / "model.safetensors").unlink()  # without --data nothing is loaded: the report's metrics, whole
+    assert main(["eval", str(run)]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["metrics"]["test"]["accuracy"] > 0.5 and "per_class" in json.dumps(scored)
+    assert "majority" in scored["baselines"]
 
 
 def test_predict_reads_stdin(toy_run, monkeypatch, capsys):

@@ -50,11 +50,16 @@ def _eval(args: argparse.Namespace) -> int:
     from tuneforge.data.readers import BadRows, ReadOptions, read_file
     from tuneforge.inference.predictor import Predictor
 
-    pred = Predictor.from_run_dir(args.run_dir)
-    if not args.data:
-        report = json.loads((Path(args.run_dir) / "report.json").read_text())
-        print(json.dumps({k: v for k, v in report["metrics"].items()}, indent=2)[:4000])
+    if not args.data:  # the run's own splits were scored when it finished: read them, load no model
+        report_path = Path(args.run_dir) / "report.json"
+        if not report_path.is_file():
+            raise FileNotFoundError(f"{report_path} does not exist: the run has not finished; give --data to score "
+                                    f"its weights on a labelled file")
+        report = json.loads(report_path.read_text())
+        print(json.dumps({"metrics": report["metrics"], "baselines": report.get("baselines", {})}, indent=2,
+                         ensure_ascii=False))
         return 0
+    pred = Predictor.from_run_dir(args.run_dir)
     d = pred.cfg.data
     opts = ReadOptions(encoding=d.encoding, line_delimiter=d.line_delimiter, text_column=d.text_column,
                        label_column=d.label_column, target_suffix=d.target_suffix, task=pred.task.name)

@@ -192,7 +192,10 @@ def _fmt(value: Any, spec: str) -> str:
 def write_outputs(out: Path, rows: list[Row], config: str) -> None:
     atomic_write_json(out / "compare.json", {"config": config, "rows": [asdict(r) for r in rows]})
     atomic_write_text(out / "compare.md", markdown_table(rows, config))
-    plot(rows, out / "compare.png")
+    try:
+        plot(rows, out / "compare.png")
+    except ImportError:  # matplotlib is optional (the plots extra): the table and JSON are the results
+        print("compare: no compare.png (pip install 'tuneforge[plots]' or matplotlib for the plot)", flush=True)
 
 
 def plot(rows: list[Row], path: Path) -> None:
