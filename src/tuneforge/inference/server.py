@@ -33,9 +33,7 @@ def create_app(predictor: Predictor, options: ServerOptions | None = None) -> An
     its queue when the app shuts down.
     """
     try:
-        from fastapi import FastAPI, Request
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse, Response
+        from fastapi import FastAPI
     except ImportError as e:  # pragma: no cover - depends on the extra
         raise RuntimeError("the server needs the serve extra: pip install 'tuneforge[serve]'") from e
 
@@ -43,7 +41,6 @@ def create_app(predictor: Predictor, options: ServerOptions | None = None) -> An
     batcher = MicroBatcher(predictor.predict, opts.max_batch_size, opts.max_wait_ms / 1000, opts.max_queue)
     metrics = ServerMetrics(lambda: batcher.queued, lambda: {getattr(r, "path", None) for r in app.routes})
     batcher.on_batch = metrics.observe_batch
-    text_fields = _text_fields(predictor.task)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -52,15 +49,27 @@ def create_app(predictor: Predictor, options: ServerOptions | None = None) -> An
 
     app = FastAPI(title="TuneForge", version="0.1.0", lifespan=lifespan)
     app.state.batcher, app.state.metrics, app.state.options = batcher, metrics, opts
+    _add_error_handlers(app)
     info = {"task": predictor.task.name, "model": predictor.cfg.model, "precision": predictor.precision,
             **_labels(predictor), "limits": opts.public()}
+    _add_status_routes(app, batcher, metrics, info)
+    _add_predict_route(app, predictor, batcher, opts)
+    # added last = outermost: metrics see every response, the key is checked before any body is read
+    app.add_middleware(BodyLimit, max_bytes=opts.max_body_bytes)
+    if opts.api_key:
+        app.add_middleware(ApiKeyAuth, key=opts.api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
 
-    def reply(r: Rejected) -> Any:
-        return JSONResponse(r.body(), status_code=r.status, headers=r.headers)
+
+def _add_error_handlers(app: Any) -> None:
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected) -> Any:
-        return reply(exc)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Any:
@@ -68,6 +77,10 @@ def create_app(predictor: Predictor, options: ServerOptions | None = None) -> An
         errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:DETAIL_CHARS],
                    **({"input": excerpt(e["input"])} if "input" in e else {})} for e in exc.errors()[:10]]
         return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _add_status_routes(app: Any, batcher: MicroBatcher, metrics: ServerMetrics, info: dict[str, Any]) -> None:
+    from fastapi.responses import JSONResponse, Response
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -91,6 +104,12 @@ def create_app(predictor: Predictor, options: ServerOptions | None = None) -> An
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+
+def _add_predict_route(app: Any, predictor: Predictor, batcher: MicroBatcher, opts: ServerOptions) -> None:
+    from fastapi import Request
+
+    text_fields = _text_fields(predictor.task)
+
     @app.post("/predict")
     async def predict(request: Request) -> Any:
         items = parse_predict_body(await request.body(), opts, text_fields)
@@ -108,13 +127,6 @@ def create_app(predictor: Predictor, options: ServerOptions | None = None) -> An
             raise Rejected(503, str(e), None, {"Retry-After": "5"}) from None
         except PREDICT_ERRORS as e:
             raise Rejected(422, str(e)) from None
-
-    # added last = outermost: metrics see every response, the key is checked before any body is read
-    app.add_middleware(BodyLimit, max_bytes=opts.max_body_bytes)
-    if opts.api_key:
-        app.add_middleware(ApiKeyAuth, key=opts.api_key)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    return app
 
 
 def _labels(predictor: Predictor) -> dict[str, Any]:
