@@ -12,6 +12,11 @@ each batch as it comes and computes full (B, T, V) logits. ``--batching random``
 
     python bench/bench_sft_trl.py                      # full size: 512 examples, 40 steps (minutes of CPU)
     python bench/bench_sft_trl.py --smoke              # a few steps, to check that both sides run
+    python bench/bench_sft_trl.py --sides tuneforge --gradient-checkpointing --out bench/results/sft_gc.json
+
+Peak RSS is the process's ``ru_maxrss``: it counts the model weights (a file mapping, paged in as they are first
+used), so "RSS after load" is lower than the weights' size. TRL's side needs ~15 GB at the default size;
+``--keep-trl`` reuses the TRL figures already in ``--out`` on hosts without that much free memory.
 """
 
 from __future__ import annotations
@@ -47,8 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="32 examples, 3 steps, batch 2, max length 256")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "sft_trl.json"))
+    p.add_argument("--sides", default="tuneforge,trl", help="comma-separated sides to run: tuneforge, trl")
+    p.add_argument("--keep-trl", action="store_true", help="reuse the TRL result already in --out")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="TuneForge: train.gradient_checkpointing")
+    p.add_argument("--full-finetune", action="store_true", help="TuneForge: train every weight, no LoRA")
     p.add_argument("--side", choices=["tuneforge", "trl"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.full_finetune and "trl" in args.sides.split(","):
+        p.error("--full-finetune is TuneForge's side only: add --sides tuneforge")
     if args.smoke:
         args.examples, args.steps, args.batch_size, args.max_length = 32, 3, 2, 256
     return args
@@ -75,8 +86,9 @@ def run_tuneforge(args: argparse.Namespace, convs: list, model_path: str, workdi
     cfg = config_from_dict({
         "model": model_path, "task": "generation", "seed": args.seed, "output_dir": str(workdir),
         "data": {"max_length": args.max_length}, "generation": {"schema": "messages"},
-        "peft": {"method": "lora", "r": args.r, "alpha": args.alpha, "dropout": 0.0, "target_modules": TARGETS},
-        "train": {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "precision": "fp32",
+        "peft": ({"method": None} if args.full_finetune else
+                 {"method": "lora", "r": args.r, "alpha": args.alpha, "dropout": 0.0, "target_modules": TARGETS}),
+        "train": {"gradient_checkpointing": args.gradient_checkpointing, "max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "precision": "fp32",
                   "warmup_ratio": 0.0, "batching": args.batching, "progress": False, "log_every": 1,
                   "num_threads": args.threads, "early_stopping": {"patience": None}}})
     prepared = prepare(cfg, {"train": [{"messages": c} for c in convs]})
@@ -152,7 +164,11 @@ def run_side(args: argparse.Namespace) -> None:
 
 def run_both(args: argparse.Namespace, argv: list[str]) -> dict:
     results = {}
-    for side in ("tuneforge", "trl"):
+    sides = args.sides.split(",")
+    old = Path(args.out)
+    if args.keep_trl and "trl" not in sides and old.is_file():
+        results["trl"] = json.loads(old.read_text())["results"]["trl"]
+    for side in sides:
         proc = subprocess.run([sys.executable, __file__, *argv, "--side", side], capture_output=True, text=True,
                               env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -160,6 +176,16 @@ def run_both(args: argparse.Namespace, argv: list[str]) -> dict:
             sys.exit(f"{side} side failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         results[side] = json.loads(lines[-1][len("RESULT "):])
     return results
+
+
+def host_cpu() -> str:
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
 
 
 def table(results: dict) -> str:
@@ -182,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         run_side(args)
         return 0
     results = run_both(args, argv)
-    setup = {k: v for k, v in vars(args).items() if k not in ("side", "out")}
+    setup = {k: v for k, v in vars(args).items() if k not in ("side", "out", "sides", "keep_trl")}
+    setup["host_cpu"] = host_cpu()
     print(f"LoRA SFT, {args.examples} examples, {args.steps} steps x batch {args.batch_size}, max length "
           f"{args.max_length}, r={args.r}, {args.threads} threads, fp32")
-    print(table(results))
+    if {"tuneforge", "trl"} <= results.keys():
+        print(table(results))
+    else:
+        print(json.dumps(results, indent=2))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"setup": setup, "results": results}, indent=2))
