@@ -84,3 +84,15 @@ def test_prepare_takes_in_memory_records_and_open_run_rebuilds_the_model(tiny_be
     assert loaded.weights.name == "best" and loaded.task.labels == ["neg", "pos"]
     with pytest.raises(DataError, match="unknown split 'dev'"):
         prepare(cfg, {"train": rows, "dev": rows})
+
+
+def test_prepare_takes_a_dataframe_or_a_datasets_dataset(tiny_bert_dir, tmp_path):
+    pd = pytest.importorskip("pandas")
+    datasets = pytest.importorskip("datasets")
+    rows = [{"text": f"{w} movie", "label": lab} for w, lab in (("good", "pos"), ("bad", "neg")) * 4]
+    cfg = _cfg(tiny_bert_dir, tmp_path, "unused.csv")
+    for table in (pd.DataFrame(rows), datasets.Dataset.from_list(rows)):
+        prepared = prepare(cfg, {"train": table, "validation": rows[:2]})
+        assert [ex["text"] for ex in prepared.splits["train"]] == [r["text"] for r in rows]
+    with pytest.raises(DataError, match=r"<records>:2: a record must be a mapping"):
+        prepare(cfg, {"train": [rows[0], "bad movie"]})

@@ -16,12 +16,18 @@ import torch
 
 from tuneforge.build import BuiltModel, build_model
 from tuneforge.config import RunConfig, check_max_length, load_config, model_length_limit
-from tuneforge.data.load import SPLITS, LoadedData, load_splits
+from tuneforge.data.load import SPLITS, LoadedData, check_train_classes, load_splits
 from tuneforge.data.readers import LOC, BadRows, DataError, Record
 from tuneforge.models import ResolvedModel, load_tokenizer, resolve_model
 from tuneforge.tasks.base import Example, Feature, Task, TaskContext, build_task
 from tuneforge.training.batching import num_batches
-from tuneforge.training.checkpoint import WEIGHTS, list_checkpoints, load_weights
+from tuneforge.training.checkpoint import (
+    WEIGHTS,
+    CheckpointError,
+    list_checkpoints,
+    load_weights,
+    newest_intact,
+)
 from tuneforge.training.steps import steps_per_epoch
 
 
@@ -92,8 +98,8 @@ class Prepared:
 def prepare(cfg: RunConfig, records: dict[str, list[Record]] | None = None, encode: bool = True) -> Prepared:
     """Resolve the model, build the task, read and split the data, set the task up on train and encode it.
 
-    ``records`` gives the splits as in-memory rows (``{"train": [...], "validation": [...]}``, columns as the
-    config names them) instead of the files in ``cfg.data``.
+    ``records`` gives the splits in memory (``{"train": rows, "validation": rows}``, each a list of dicts, a pandas
+    DataFrame or a ``datasets.Dataset``, columns as the config names them) instead of the files in ``cfg.data``.
     """
     resolved = resolve_model(cfg.model)
     tokenizer = load_tokenizer(resolved.path)
@@ -107,18 +113,34 @@ def prepare(cfg: RunConfig, records: dict[str, list[Record]] | None = None, enco
     return prepared
 
 
+def as_rows(table: Any) -> list[dict[str, Any]]:
+    """A split given in memory as a list of dicts, a pandas DataFrame or a ``datasets.Dataset`` → list of dicts."""
+    if hasattr(table, "to_dict") and hasattr(table, "columns"):  # pandas.DataFrame
+        return table.to_dict(orient="records")
+    if hasattr(table, "to_list") and hasattr(table, "features"):  # datasets.Dataset
+        return table.to_list()
+    rows = list(table)
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise DataError("<records>", bad + 1, f"a record must be a mapping of column to value, not "
+                                             f"{type(rows[bad]).__name__}")
+    return rows
+
+
 def _parse_records(records: dict[str, list[Record]], task: Task, cfg: RunConfig) -> LoadedData:
     unknown = sorted(set(records) - set(SPLITS))
     if unknown:
         raise DataError("<records>", None, f"unknown split {unknown[0]!r}; known: {', '.join(SPLITS)}")
-    if not records.get("train"):
+    tables = {name: as_rows(table) for name, table in records.items()}
+    if not tables.get("train"):
         raise DataError("<records>", None, "no training records", field="train")
     bad = BadRows(skip=cfg.data.skip_bad_rows)
     splits = {}
     for name in SPLITS:
-        if name in records:
-            rows = [r if LOC in r else {**r, LOC: f"<{name}>:{i + 1}"} for i, r in enumerate(records[name])]
+        if name in tables:
+            rows = [r if LOC in r else {**r, LOC: f"<{name}>:{i + 1}"} for i, r in enumerate(tables[name])]
             splits[name] = task.parse(rows, bad)
+    check_train_classes(splits["train"], "<train>", cfg.data.label_column, None)
     return LoadedData(splits, {name: None for name in splits}, bad.rows)
 
 
@@ -158,14 +180,16 @@ def task_state(run_dir: str | Path) -> dict[str, Any]:
 
 
 def weights_folder(run_dir: str | Path) -> Path:
-    """``best/`` when it holds weights, else the newest complete checkpoint."""
+    """``best/`` when it holds weights, else the newest intact checkpoint (its checksums verified)."""
     run_dir = Path(run_dir)
     if (run_dir / "best" / WEIGHTS).is_file():
         return run_dir / "best"
-    found = list_checkpoints(run_dir / "checkpoints")
-    if not found:
+    if not list_checkpoints(run_dir / "checkpoints"):
         raise FileNotFoundError(f"{run_dir} has no best/ weights and no checkpoints")
-    return found[-1]
+    found = newest_intact(run_dir / "checkpoints")
+    if found is None:
+        raise CheckpointError(f"{run_dir}: no best/ weights, and every checkpoint fails its checksums")
+    return found
 
 
 def open_run(run_dir: str | Path, with_model: bool = True) -> Loaded:
