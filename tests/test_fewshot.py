@@ -45,13 +45,15 @@ def test_setfit_on_a_kshot_draw_trains_and_serves(tiny_bert_dir, tmp_path):
     data = tmp_path / "toy.csv"
     write_toy_csv(data)
     cfg = _cfg(tiny_bert_dir, data, tmp_path / "run", data={"shots_per_class": 4},
-               fewshot={"method": "setfit", "setfit_iterations": 2, "setfit_batch_size": 8})
+               fewshot={"method": "setfit", "setfit_iterations": 2, "setfit_batch_size": 8,
+                        "setfit_descriptions": True, "descriptions": {"positive": ["good"], "negative": ["bad"]}})
     assert cfg.head.pooling == "mean"  # auto resolves to the pooling SetFit trains
     report = train(cfg).report
     shots = json.loads((tmp_path / "run" / "shots.json").read_text())
     assert shots["per_class"] == {"negative": 4, "positive": 4} and len(shots["ids"]) == 8
     assert all(i.startswith(str(data)) for i in shots["ids"])
-    assert report["training"]["steps"] > 0 and report["metrics"]["test"]["accuracy"] >= 0.0
+    # 8 drawn + 2 descriptions as examples: 2 iterations x 2 kinds x 10 / batch 8 → 5 steps
+    assert report["training"]["steps"] == 5 and report["metrics"]["test"]["accuracy"] >= 0.0
     pred = Predictor.from_run_dir(tmp_path / "run")
     assert pred.predict(["good great film"])[0]["label"] in {"positive", "negative"}
 

@@ -257,6 +257,8 @@ class FewshotConfig:
     setfit_epochs: int = _f(1, "setfit: passes over the pairs.")
     setfit_batch_size: int = _f(16, "setfit: pairs per batch.")
     setfit_lr: float = _f(2e-5, "setfit: learning rate of the sentence encoder.")
+    setfit_descriptions: bool = _f(False, "setfit: add the prompt's label descriptions as labelled training "
+                                          "examples (what zero-shot knows, for the smallest budgets).")
 
 
 @dataclass

@@ -142,5 +142,10 @@ def fit_setfit_run(cfg: Any, prepared: Any, model: torch.nn.Module, run_dir: Pat
     f = cfg.fewshot
     opts = SetFitOptions(iterations=f.setfit_iterations, epochs=f.setfit_epochs, batch_size=f.setfit_batch_size,
                          lr=f.setfit_lr)
-    return fit_setfit(model, prepared.task, prepared.features["train"], prepared.data.splits["train"],
-                      prepared.resolved.path, opts, cfg.seed, run_dir)
+    examples, features = list(prepared.data.splits["train"]), list(prepared.features["train"])
+    if f.setfit_descriptions:  # the prompt's label descriptions join the labelled examples
+        extra = [{"text": d, "labels": [lab]} for lab, descs in prepared.task.prompt.descriptions.items()
+                 for d in descs]
+        examples += extra
+        features += [prepared.task.encode(ex) for ex in extra]
+    return fit_setfit(model, prepared.task, features, examples, prepared.resolved.path, opts, cfg.seed, run_dir)
