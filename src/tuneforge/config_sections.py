@@ -298,6 +298,24 @@ class SpanConfig:
 
 
 @dataclass
+class SearchConfig:
+    """``tuneforge search``: hyper-parameter search with Optuna (TPE sampling, pruning on the validation curve)."""
+
+    space: dict[str, Any] = _f({}, "Config key → values to try: a list (choices), {log_uniform: [lo, hi]}, "
+                                   "{uniform: [lo, hi]} or {int: [lo, hi]}; e.g. train.lr: {log_uniform: [1e-5, "
+                                   "1e-3]}, train.batch_size: [16, 32].")
+    metric: str = _f("auto", "Validation metric to optimise (never the test split); auto = the task's main metric.")
+    trials: int | None = _f(20, "Finished trials (complete or pruned) the study aims at, counting earlier runs of a "
+                                "resumed search; null = until search.timeout.")
+    timeout: float | None = _f(None, "Wall-clock budget of one `tuneforge search` call, in seconds; null = none.")
+    pruner: str = _f("median", "Stop unpromising trials at a validation: median (below the median of earlier "
+                               "trials at the same step) | successive_halving | none.")
+    include_default: bool = _f(True, "The first trial runs the config's own values for the searched keys, so the "
+                                     "result shows whether the search beat them.")
+    output_dir: str | None = _f(None, "Search folder (study.db, trials/, search.html); null = <output_dir>-search.")
+
+
+@dataclass
 class RunConfig:
     model: str = _f("minilm", "minilm | smollm2 | a local path | a hub id.")
     task: str = _f("classification", "Task name from the task registry.")
@@ -315,6 +333,7 @@ class RunConfig:
     assistant: AssistantConfig = _f(None, "The customer-service assistant built on this run (tuneforge assist).")
     generation: GenerationConfig = _f(None, "Generative tasks: data schema, packing and decoding.")
     span: SpanConfig = _f(None, "Span-task options (ner, relation, qa).")
+    search: SearchConfig = _f(None, "Hyper-parameter search (tuneforge search); tuneforge train ignores it.")
     source: str | None = field(default=None, metadata={"help": "The YAML file this came from.", "internal": True})
 
     def __post_init__(self) -> None:

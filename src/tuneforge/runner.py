@@ -74,10 +74,12 @@ def mean_pooled_embedder(location: str, tokenizer: Any, batch_size: int = 64):
     return embed
 
 
-def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None) -> RunResult:
+def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None,
+          on_evaluate: Any = None) -> RunResult:
     """Run the whole workflow for ``cfg`` and return the report. Only rank 0 writes the run directory.
 
     ``records``: in-memory splits instead of ``cfg.data``'s files (see ``tuneforge.run.prepare``).
+    ``on_evaluate(step, scores)``: called after each validation in training (``tuneforge search`` prunes there).
     """
     set_threads(cfg.train.num_threads)
     run_dir = Path(cfg.output_dir)
@@ -118,7 +120,7 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
     else:
         result = fit(built.model, task, features["train"], features[val_name], data.splits[val_name], cfg.train,
                      cfg.seed, run_dir, accelerator=accelerator, step_hooks=built.step_hooks,
-                     eval_batch_size=cfg.eval.batch_size, loss_terms=built.loss_terms)
+                     eval_batch_size=cfg.eval.batch_size, loss_terms=built.loss_terms, on_evaluate=on_evaluate)
 
     # after: the tuned model (best checkpoint restored by fit) on every split we have, test included
     dtype = torch.bfloat16 if precision == "bf16" else None

@@ -55,17 +55,21 @@ class FitResult:
 StepHook = Callable[[nn.Module, int], None]  # (unwrapped model, global_step) after each optimizer step
 LossTerm = Callable[[nn.Module], torch.Tensor]  # (unwrapped model) -> a regulariser added to the mean loss
 BatchHook = Callable[[Batch], None]  # each training micro-batch as collated, in order, before its forward pass
+EvalHook = Callable[[int, dict[str, Any]], None]  # (global_step, validation scores) after each validation
 
 
 def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Feature], val_examples: list[Example],
         cfg: Any, seed: int, run_dir: Path, accelerator: Accelerator | None = None,
         step_hooks: Sequence[StepHook] = (), metric: str | None = None, eval_batch_size: int = 64,
-        loss_terms: Sequence[LossTerm] = (), batch_hooks: Sequence[BatchHook] = ()) -> FitResult:
+        loss_terms: Sequence[LossTerm] = (), batch_hooks: Sequence[BatchHook] = (),
+        on_evaluate: EvalHook | None = None) -> FitResult:
     """Train ``model`` on ``train`` features, validating on ``val``; the best weights are restored at the end.
 
     ``cfg`` is the ``train`` config section. Checkpoints go to ``run_dir/checkpoints``; with
     ``cfg.resume`` the newest one is loaded and training continues exactly where it stopped. ``step_hooks`` run
     after each optimizer step (AdaLoRA's rank update, benchmarks' clocks); ``batch_hooks`` see each micro-batch.
+    ``on_evaluate(step, scores)`` runs after each validation and checkpoint (a search's pruner); an exception it
+    raises ends training there and propagates to the caller.
     """
     # ---- setup: precision, seed, data order, optimiser, schedule ----
     if accelerator is not None:  # the caller chose the precision when it built the accelerator
@@ -145,6 +149,8 @@ def fit(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequence[Fe
             ckpt.save_checkpoint(ckpt_root / f"step-{step}", unwrapped, optimizer, scheduler, progress,
                                  keep=cfg.keep_checkpoints, extra=ema)
         accelerator.wait_for_everyone()
+        if on_evaluate is not None:
+            on_evaluate(step, scores)
         return es.patience is not None and bad_evals >= es.patience
 
     # ---- the loop ----
