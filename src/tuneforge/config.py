@@ -121,6 +121,9 @@ _CHOICES = {
     ("fewshot", "order"): ("random", "grouped", "similar_last"),
     ("calibration", "oos_score"): ("auto", "max_softmax", "energy", "distance"),
     ("calibration", "rule"): ("auto", "oos_recall", "coverage", "precision"),
+    ("continual", "scenario"): ("task_incremental", "class_incremental", "domain_incremental"),
+    ("continual", "strategy"): ("naive", "replay", "ewc", "lwf", "adapter_per_stage", "joint"),
+    ("continual", "replay_sampling"): ("reservoir", "class_balanced"),
 }
 
 

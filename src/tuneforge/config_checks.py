@@ -74,6 +74,14 @@ RANGES: dict[str, str] = {
     "span.max_answer_length": "[1, inf)",
     "span.max_question_length": "[1, inf)",
     "span.null_score_threshold": "(-inf, inf)",
+    "continual.replay_fraction": "[0, 1]",
+    "continual.replay_size": "[0, inf)",
+    "continual.replay_batch_size": "[1, inf)",
+    "continual.ewc_lambda": "[0, inf)",
+    "continual.ewc_gamma": "[0, 1]",
+    "continual.ewc_samples": "[1, inf)",
+    "continual.lwf_alpha": "[0, inf)",
+    "continual.lwf_temperature": "(0, inf)",
 }
 # numeric fields checked elsewhere (cross-field checks or their own section's validation)
 UNBOUNDED: set[str] = {"loss.class_weights"}

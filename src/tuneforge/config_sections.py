@@ -138,7 +138,7 @@ class TrainConfig:
                              "trained with other settings or data (the message lists what differs).")
     overwrite: bool = _f(False, "A fresh run into an output_dir that already holds files is refused unless this is "
                                 "true; then the old run's files are removed first.")
-    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass instead of keeping them: "
+    gradient_checkpointing: bool = _f(False, "Recompute activations during backpropagation instead of keeping them: "
                                              "less memory, slower steps (roughly one more forward pass each).")
     num_threads: int | None = _f(None, "torch intra-op threads; default = physical cores.")
     progress: bool = _f(True, "Show a progress bar.")
@@ -298,6 +298,53 @@ class SpanConfig:
 
 
 @dataclass
+class StageConfig:
+    name: str = _f("", "Short stage name (used in the stage's folder name and the report).")
+    data: dict[str, Any] = _f({}, "Overrides of the `data` section for this stage: its own train/validation/test "
+                                  "files, columns, format, split. Unset keys keep the top-level `data` values.")
+    labels: list[str] | None = _f(None, "Keep only rows whose label is in this list (a filter of one dataset by "
+                                        "label); applied to every split after the label mapping.")
+    label_map: dict[str, str] | None = _f(None, "Rename labels before filtering (domain-incremental sequences that "
+                                                "share one label set across datasets).")
+    limit: int | None = _f(None, "Keep a seeded random sample of this many training rows (after filtering).")
+    test_limit: int | None = _f(None, "Keep a seeded random sample of this many test rows (after filtering).")
+    train: dict[str, Any] = _f({}, "Overrides of the `train` section for this stage (epochs, lr, ...).")
+
+
+@dataclass
+class ContinualConfig:
+    stages: list[dict[str, Any]] = _f([], "Ordered stages for `tuneforge continual`, each a mapping with the "
+                                          "fields of StageConfig (name, data, labels, label_map, limit, "
+                                          "test_limit, train); each trains on its own data and is then scored on "
+                                          "every stage's test split.")
+    scenario: str = _f("task_incremental", "task_incremental (a head per stage over one backbone) | "
+                                           "class_incremental (one head over the union of the stages' labels) | "
+                                           "domain_incremental (one head, one shared label set).")
+    strategy: str = _f("naive", "naive | replay | ewc | lwf | adapter_per_stage | joint (all data seen so far: "
+                                "the reference upper bound).")
+    replay_fraction: float = _f(0.1, "replay: buffer size as a share of the earlier stages' training rows.")
+    replay_size: int | None = _f(None, "replay: a fixed buffer size in rows (overrides replay_fraction).")
+    replay_sampling: str = _f("reservoir", "replay: reservoir (uniform over everything seen) | class_balanced "
+                                           "(equal rows per label).")
+    replay_batch_size: int = _f(16, "replay (task-incremental): rows of one earlier stage replayed through its "
+                                    "own head at every training step.")
+    ewc_lambda: float = _f(1.0, "ewc: weight of the penalty; the Fisher is scaled to mean 1 over the "
+                                 "penalised weights, so the weight depends less on the model.")
+    ewc_gamma: float = _f(1.0, "ewc: online EWC decay of the earlier Fisher at each new stage (1 = plain sum).")
+    ewc_samples: int = _f(200, "ewc: training rows (one gradient each) that estimate the diagonal Fisher after "
+                               "each stage.")
+    lwf_alpha: float = _f(1.0, "lwf: weight of the distillation term.")
+    lwf_temperature: float = _f(2.0, "lwf: softmax temperature of the distillation.")
+
+    def __post_init__(self) -> None:
+        # typed here rather than in the hint, so the field docs list one key for the stage list
+        from tuneforge.config_typing import build_section
+
+        self.stages = [s if isinstance(s, StageConfig) else build_section(StageConfig, s, f"continual.stages[{i}]")
+                       for i, s in enumerate(self.stages)]
+
+
+@dataclass
 class SearchConfig:
     """``tuneforge search``: hyper-parameter search with Optuna (TPE sampling, pruning on the validation curve)."""
 
@@ -334,6 +381,7 @@ class RunConfig:
     generation: GenerationConfig = _f(None, "Generative tasks: data schema, packing and decoding.")
     span: SpanConfig = _f(None, "Span-task options (ner, relation, qa).")
     search: SearchConfig = _f(None, "Hyper-parameter search (tuneforge search); tuneforge train ignores it.")
+    continual: ContinualConfig = _f(None, "Continual learning: a sequence of stages (tuneforge continual).")
     source: str | None = field(default=None, metadata={"help": "The YAML file this came from.", "internal": True})
 
     def __post_init__(self) -> None:

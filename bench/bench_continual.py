@@ -1,0 +1,90 @@
+"""Continual learning on real data: every strategy on one shipped sequence, its R matrix, forgetting and cost.
+
+    python bench/bench_continual.py configs/continual/task_incremental.yaml \
+        --strategies naive,replay,ewc,lwf,adapter_per_stage,joint --out bench/results/continual_task_incremental.json
+    python bench/bench_continual.py configs/continual/class_incremental.yaml --scale 0.05 --strategies naive  # smoke
+
+Each strategy runs the config as shipped (``--scale`` multiplies every stage's row limits, for quick checks) into
+``<output_dir>_<strategy>``; the JSON gathers the reports and compares each strategy's forgetting with naive's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from tuneforge.config import load_config
+from tuneforge.continual.runner import run_continual
+from tuneforge.io_utils import atomic_write_json
+
+
+def _cpu() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+                    platform.processor())
+    except OSError:
+        return platform.processor()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--strategies", default="naive,replay,ewc,lwf,joint")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's limit and test_limit")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--heatmaps", help="copy each strategy's heatmap into this folder")
+    ap.add_argument("--resume", action="store_true", help="keep the results already in --out")
+    args = ap.parse_args()
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if args.resume and out.is_file() else {}
+    runs = results.setdefault("runs", {})
+    for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
+        if strategy in runs:
+            continue
+        cfg = load_config(args.config, [*args.overrides, f"continual.strategy={strategy}"])
+        cfg.output_dir = f"{cfg.output_dir}_{strategy}"
+        for st in cfg.continual.stages:
+            st.limit = max(8, int(st.limit * args.scale)) if st.limit else st.limit
+            st.test_limit = max(8, int(st.test_limit * args.scale)) if st.test_limit else st.test_limit
+        t0 = time.perf_counter()
+        report = run_continual(cfg, resume=True, overwrite=False)
+        report["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        if args.heatmaps:
+            dst = Path(args.heatmaps) / f"continual_{cfg.continual.scenario}_{strategy}{Path(report['heatmap']).suffix}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(report["heatmap"], dst)
+        runs[strategy] = report
+        results.update({"config": args.config, "overrides": args.overrides, "scale": args.scale, "cpu": _cpu(),
+                        "summary": _summary(runs)})
+        atomic_write_json(out, results)
+    print(json.dumps(results.get("summary", {}), indent=2))
+
+
+def _summary(runs: dict) -> dict:
+    """Per strategy: final average accuracy, forgetting, and forgetting cut relative to naive."""
+    naive = runs.get("naive", {}).get("forgetting")
+    rows = {}
+    for name, r in runs.items():
+        row = {"average_accuracy": round(r["average_accuracy"], 4), "forgetting": round(r["forgetting"], 4),
+               "backward_transfer": round(r["backward_transfer"], 4),
+               "forward_transfer": round(r["forward_transfer"], 4), "seconds": r["total_seconds"]}
+        if naive and naive > 0 and name != "naive":
+            row["forgetting_cut_vs_naive"] = round(1 - r["forgetting"] / naive, 4)
+        rows[name] = row
+    if "joint" in runs:
+        best = max((n for n in runs if n != "joint"), key=lambda n: runs[n]["average_accuracy"], default=None)
+        if best:
+            rows["best_vs_joint_points"] = round(100 * (runs[best]["average_accuracy"]
+                                                        - runs["joint"]["average_accuracy"]), 2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
