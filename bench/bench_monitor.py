@@ -1,0 +1,112 @@
+"""Sentiment monitor on a seeded PhraseBank stream with injected negative surges (bench/monitor_stream.py):
+surge recall, false alerts per simulated day, median detection delay, zero-shot topic accuracy against the
+stream's keyword topics, and end-to-end throughput (dedup, both classifiers batched, aggregation, SQLite).
+
+    python bench/bench_monitor.py                       # → bench/results/monitor.json
+    python bench/bench_monitor.py --days 2 --smoke      # a quick look → bench/results/monitor.smoke.json
+An alert matches a surge when its window overlaps the surge (or the window after it) and its topic is the surge's
+topic or ``all``; every other alert, of any detector, counts as false. Delay = the time of the newest text the
+monitor had seen in the alert's window when it fired, minus the surge start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, set_threads, write_results  # noqa: E402
+from monitor_stream import build_stream, read_phrasebank, topic_of  # noqa: E402
+
+
+def match_alerts(alerts: list[dict[str, Any]], surges: list[dict[str, Any]], width: int) -> dict[str, Any]:
+    """Which surges were caught (first matching alert), and which alerts matched nothing."""
+    caught: dict[int, dict[str, Any]] = {}
+    on_topic: set[int] = set()
+    false = []
+    for a in alerts:
+        hits = [i for i, s in enumerate(surges) if a["topic"] in (s["topic"], "all")
+                and a["window_start"] < s["end"] + width and a["window_start"] + width > s["start"]]
+        for i in hits:
+            if i not in caught or a["at"] < caught[i]["at"]:
+                caught[i] = a
+            if a["topic"] == surges[i]["topic"]:
+                on_topic.add(i)
+        if not hits:
+            false.append(a)
+    delays = [(caught[i]["at"] - surges[i]["start"]) / 60 for i in caught]
+    return {"caught": len(caught), "on_topic": len(on_topic), "false": false, "delays_min": delays}
+
+
+def topic_accuracy(topics: Any, n: int, seed: int) -> dict[str, Any]:
+    """Zero-shot topic assignment against the keyword topics, on ``n`` PhraseBank sentences that have one."""
+    rows = [(t, topic_of(t)) for t, _ in read_phrasebank()]
+    rows = random.Random(seed).sample([r for r in rows if r[1]], n)
+    got = topics([t for t, _ in rows])
+    return {"sentences": n, "accuracy": round(sum(g == ref for g, (_, ref) in zip(got, rows)) / n, 4)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=str(ROOT / "configs/apps/monitor_fpb.yaml"))
+    p.add_argument("--sentiment-run", help="override the config's sentiment_run")
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", default=None, help="override the config's precision")
+    p.add_argument("--topic-sample", type=int, default=500)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--out")
+    a = p.parse_args()
+    set_threads(a.threads)
+    from tuneforge.apps.monitor.config import load_monitor_config
+    from tuneforge.apps.monitor.service import build_monitor, replay
+
+    over: dict[str, Any] = {"sinks": []}
+    if a.sentiment_run:
+        over["sentiment_run"] = str(Path(a.sentiment_run).resolve())
+    if a.precision:
+        over["precision"] = a.precision
+    cfg = load_monitor_config(a.config, over)
+    records, surges = build_stream(a.seed, a.days)
+    work = Path(tempfile.mkdtemp(prefix="bench_monitor_"))
+    stream = work / "stream.jsonl"
+    stream.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    monitor = build_monitor(cfg, database=work / "monitor.sqlite", sinks=[])
+    result = replay(monitor, stream)
+    topics = topic_accuracy(monitor.topics, a.topic_sample, a.seed)
+    monitor.close()
+    m = match_alerts(result["alerts"], surges, cfg.detect_seconds)
+    by_detector: dict[str, int] = {}
+    for alert in m["false"]:
+        by_detector[alert["detector"]] = by_detector.get(alert["detector"], 0) + 1
+    report_path = cfg.resolve(cfg.sentiment_run) / "report.json"
+    test = json.loads(report_path.read_text())["metrics"]["test"] if report_path.exists() else {}
+    payload = {
+        "stream": {"days": a.days, "seed": a.seed, "records": len(records), "surges": len(surges),
+                   "background_per_hour": 40, "surge_negatives_per_hour": 15, "surge_minutes": 90},
+        "sentiment_run": str(cfg.resolve(cfg.sentiment_run)), "sentiment_test_accuracy": test.get("accuracy"),
+        "precision": cfg.precision, "threads": a.threads, "batch_size": cfg.batch_size,
+        "surge_recall": round(m["caught"] / max(len(surges), 1), 4),
+        "surge_recall_on_own_topic": round(m["on_topic"] / max(len(surges), 1), 4),
+        "false_alerts": len(m["false"]), "false_alerts_per_day": round(len(m["false"]) / a.days, 3),
+        "false_alerts_by_detector": by_detector,
+        "median_delay_minutes": round(statistics.median(m["delays_min"]), 1) if m["delays_min"] else None,
+        "delays_minutes": [round(d, 1) for d in sorted(m["delays_min"])],
+        "throughput_texts_per_second": result["texts_per_second"], "replay_seconds": result["seconds"],
+        "stage_seconds": result["stage_seconds"], "counters": result["counters"], "alerts": len(result["alerts"]),
+        "zero_shot_topics": topics,
+    }
+    path = write_results("monitor", payload, a.out, a.smoke)
+    print(json.dumps({k: v for k, v in payload.items() if k != "delays_minutes"}, indent=1))
+    print(f"→ {path}")
+
+
+if __name__ == "__main__":
+    main()
