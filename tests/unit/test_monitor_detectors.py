@@ -125,3 +125,45 @@ def test_csv_stream(tmp_path):
     f.write_text('time,text,source\n2026-01-01T00:00:00Z,"Profit fell, sharply",wire\n60,ok,\n')
     recs = list(read_file(f, 0, Fields()))
     assert [(r.t, r.text, r.source) for r in recs] == [(1767225600.0, "Profit fell, sharply", "wire"), (60.0, "ok", "")]
+
+
+def test_zero_shot_topics_and_sentiment_adapter(tiny_bert_dir):
+    from tuneforge.apps.monitor.classify import OTHER, Sentiment, ZeroShotTopics
+
+    z = ZeroShotTopics.load(str(tiny_bert_dir), {"films": "great film", "hate": "bad movie hate"})
+    got = z(["great film", "bad movie hate", "love the film"])
+    assert set(got) <= {"films", "hate"} and got[:2] == ["films", "hate"]  # a description is nearest to itself
+    assert ZeroShotTopics.load(str(tiny_bert_dir), {"a": "film"}, min_similarity=1.01)(["film"]) == [OTHER]
+
+    class Stars:
+        def predict(self, texts):
+            return [{"label": "5 stars", "score": 1.0} for _ in texts]
+
+    with pytest.raises(ValueError, match="label '5 stars'; the monitor needs negative, neutral, positive"):
+        Sentiment(Stars())(["x"])
+
+
+def test_follow_waits_for_complete_lines(tmp_path):
+    f = tmp_path / "s.jsonl"
+    f.write_text(json.dumps({"time": 1, "text": "a"}) + "\n" + '{"time": 2, "te')  # a writer mid-line
+    stop = []
+    it = read_file(f, 0, Fields(), follow=True, poll=0.01, stop=lambda: bool(stop))
+    assert next(it).text == "a"
+    assert next(it) == "flush"  # the half line is not read yet
+    with open(f, "a") as fh:
+        fh.write('xt": "b"}\n')
+    rec = next(it)
+    assert isinstance(rec, Record) and rec.text == "b" and rec.end == f.stat().st_size
+    stop.append(True)
+    assert [i for i in it if i != "flush"] == []
+
+
+def test_directory_reads_new_files_from_stored_offsets(tmp_path):
+    from tuneforge.apps.monitor.ingest import read_directory
+
+    (tmp_path / "a.jsonl").write_text(json.dumps({"time": 1, "text": "a"}) + "\n")
+    (tmp_path / "b.csv").write_text("time,text\n2,b\n")
+    offsets: dict[str, int] = {}
+    assert [r.text for r in read_directory(tmp_path, offsets, Fields())] == ["a", "b"]
+    (tmp_path / "c.jsonl").write_text(json.dumps({"time": 3, "text": "c"}) + "\n")
+    assert [r.text for r in read_directory(tmp_path, offsets, Fields())] == ["c"]  # done files are not reread
