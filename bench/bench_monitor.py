@@ -58,6 +58,8 @@ def main() -> None:
     p.add_argument("--sentiment-run", help="override the config's sentiment_run")
     p.add_argument("--days", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=float, default=40.0, help="background texts per hour")
+    p.add_argument("--surges-per-day", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", default=None, help="override the config's precision")
     p.add_argument("--topic-sample", type=int, default=500)
@@ -74,7 +76,7 @@ def main() -> None:
     if a.precision:
         over["precision"] = a.precision
     cfg = load_monitor_config(a.config, over)
-    records, surges = build_stream(a.seed, a.days)
+    records, surges = build_stream(a.seed, a.days, a.rate, surges_per_day=a.surges_per_day)
     work = Path(tempfile.mkdtemp(prefix="bench_monitor_"))
     stream = work / "stream.jsonl"
     stream.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -90,9 +92,9 @@ def main() -> None:
     test = json.loads(report_path.read_text())["metrics"]["test"] if report_path.exists() else {}
     payload = {
         "stream": {"days": a.days, "seed": a.seed, "records": len(records), "surges": len(surges),
-                   "background_per_hour": 40, "surge_negatives_per_hour": 15, "surge_minutes": 90},
+                   "background_per_hour": a.rate, "surges_per_day": a.surges_per_day, "surge_negatives_per_hour": 15, "surge_minutes": 90},
         "sentiment_run": str(cfg.resolve(cfg.sentiment_run)), "sentiment_test_accuracy": test.get("accuracy"),
-        "precision": cfg.precision, "threads": a.threads, "batch_size": cfg.batch_size,
+        "precision": cfg.precision, "work_dir": str(work), "threads": a.threads, "batch_size": cfg.batch_size,
         "surge_recall": round(m["caught"] / max(len(surges), 1), 4),
         "surge_recall_on_own_topic": round(m["on_topic"] / max(len(surges), 1), 4),
         "false_alerts": len(m["false"]), "false_alerts_per_day": round(len(m["false"]) / a.days, 3),

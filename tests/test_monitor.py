@@ -210,3 +210,18 @@ def test_cli_replay_and_report(tmp_path, monkeypatch, capsys):
     (tmp_path / "bad.yaml").write_text("sentiment_run: r\ntopics: {descriptions: {a: b}}\ndetect: {window: 2h}\n")
     assert main(["monitor", "report", str(tmp_path / "bad.yaml")]) == 2
     assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_run_reads_stdin(tmp_path, monkeypatch, capsys):
+    import io
+
+    from tuneforge.cli import main
+
+    write_stream(tmp_path / "stream.jsonl", 30)
+    (tmp_path / "monitor.yaml").write_text(json.dumps({
+        "sentiment_run": "unused", "topics": {"descriptions": {"jobs": "x"}}, "input": {"kind": "stdin"},
+        "database": "m.sqlite", "sinks": []}))
+    monkeypatch.setattr("tuneforge.apps.monitor.classify.load_classifiers", lambda cfg: (Sentiment(Words()), topics))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((tmp_path / "stream.jsonl").read_bytes())))
+    assert main(["monitor", "run", str(tmp_path / "monitor.yaml")]) == 0
+    assert '"records": 30' in capsys.readouterr().err
