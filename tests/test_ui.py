@@ -21,7 +21,7 @@ uvicorn = pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 
 OVERRIDES = "\\n".join(["seed=3", "data.split.validation=0.2", "data.split.test=0.2", "train.precision=fp32",
-                        "train.eval_every=4", "eval.baselines=[]", "train.trackers=[]"])
+                        "train.eval_every=4", "train.log_every=2", "eval.baselines=[]", "train.trackers=[]"])
 
 
 def serve(root: Path) -> tuple[str, uvicorn.Server]:
@@ -90,3 +90,38 @@ def test_workbench_trains_lists_and_predicts(tiny_bert_dir, tmp_path):
     assert json.loads(out["prediction"])["label"] in ("positive", "negative")
     report = json.loads((root / "toy" / "report.json").read_text())
     assert f"{report['metrics']['test']['accuracy']:.4f}" in out["row"]
+
+
+def fake_run(root: Path, name: str, lr: float, acc: float) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"model: minilm\ntask: classification\noutput_dir: {run}\n"
+                                     f"train:\n  lr: {lr}\n  epochs: 3\npeft:\n  method: lora\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 0.9}\n'
+                                       f'{{"step": 2, "split": "validation", "accuracy": {acc}}}\n{{"step": 3, "spl')
+    (run / "report.json").write_text(json.dumps({"main_metric": "accuracy", "metrics": {
+        "test": {"accuracy": acc}, "validation": {"accuracy": acc}}, "training": {"train_seconds": 2.5}}))
+
+
+def test_runs_table_compare_and_paths(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tuneforge.ui.app import create_app
+
+    fake_run(tmp_path, "a", 1e-4, 0.8)
+    fake_run(tmp_path, "b", 3e-4, 0.9)
+    client = TestClient(create_app(tmp_path))
+    rows = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert rows["a"]["method"] == "lora" and rows["b"]["test"] == 0.9 and rows["a"]["train_seconds"] == 2.5
+    got = client.get("/api/compare?runs=a,b").json()
+    assert got["config_diff"] == {"train.lr": [1e-4, 3e-4]}  # output_dir differs too, but never matters
+    assert [len(c["validation"]) for c in got["curves"]] == [1, 1]  # the half-written last line is skipped
+    assert got["command"] == f"tuneforge report {tmp_path / 'a'} {tmp_path / 'b'}"
+    assert client.get("/api/compare?runs=a").status_code == 400
+    assert client.get("/runs/../a/report.html").status_code == 404
+    assert client.get("/api/runs/nope/curves").status_code == 404
+    bad = client.post("/api/config", json={"name": "../x", "train": "t.csv"})
+    assert bad.status_code == 400 and "plain folder name" in bad.json()["detail"]
+    wrong = client.post("/api/config", json={"name": "x", "train": "t.csv", "method": "full", "lr": 1e-4,
+                                             "overrides": "train.optimizer=adam"})
+    assert wrong.status_code == 400 and "train.optimizer" in wrong.json()["detail"]
