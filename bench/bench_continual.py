@@ -2,9 +2,9 @@
 
     python bench/bench_continual.py configs/continual/task_incremental.yaml \
         --strategies naive,replay,ewc,lwf,adapter_per_stage,joint --out bench/results/continual_task_incremental.json
-    python bench/bench_continual.py configs/continual/class_incremental.yaml --scale 0.05 --strategies naive  # smoke
+    python bench/bench_continual.py configs/continual/class_incremental.yaml --scale 0.05 --strategies naive  # a quick check
 
-Each strategy runs the config as shipped (``--scale`` multiplies every stage's row limits, for quick checks) into
+Each strategy runs the config as shipped (``--scale`` / ``--test-scale`` multiply every stage's row limits, for quick checks) into
 ``<output_dir>_<strategy>``; the JSON gathers the reports and compares each strategy's forgetting with naive's.
 """
 
@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("config")
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--strategies", default="naive,replay,ewc,lwf,joint")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's limit and test_limit")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's training-row limit")
+    ap.add_argument("--test-scale", type=float, help="multiply every stage's test_limit (default: --scale)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--heatmaps", help="copy each strategy's heatmap into this folder")
     ap.add_argument("--resume", action="store_true", help="keep the results already in --out")
@@ -52,16 +53,19 @@ def main() -> None:
         cfg.output_dir = f"{cfg.output_dir}_{strategy}"
         for st in cfg.continual.stages:
             st.limit = max(8, int(st.limit * args.scale)) if st.limit else st.limit
-            st.test_limit = max(8, int(st.test_limit * args.scale)) if st.test_limit else st.test_limit
+            test_scale = args.scale if args.test_scale is None else args.test_scale
+            st.test_limit = max(8, int(st.test_limit * test_scale)) if st.test_limit else st.test_limit
         t0 = time.perf_counter()
         report = run_continual(cfg, resume=True, overwrite=False)
         report["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        report["overrides"] = list(args.overrides)
         if args.heatmaps:
             dst = Path(args.heatmaps) / f"continual_{cfg.continual.scenario}_{strategy}{Path(report['heatmap']).suffix}"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(report["heatmap"], dst)
         runs[strategy] = report
-        results.update({"config": args.config, "overrides": args.overrides, "scale": args.scale, "cpu": _cpu(),
+        results.update({"config": args.config, "overrides": args.overrides, "scale": args.scale,
+                        "test_scale": args.test_scale, "cpu": _cpu(),
                         "summary": _summary(runs)})
         atomic_write_json(out, results)
     print(json.dumps(results.get("summary", {}), indent=2))
