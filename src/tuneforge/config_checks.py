@@ -73,6 +73,8 @@ RANGES: dict[str, str] = {
     "span.doc_stride": "[0, inf)",  # and below data.max_length for qa (checked below)
     "span.max_answer_length": "[1, inf)",
     "span.max_question_length": "[1, inf)",
+    "search.trials": "[1, inf)",
+    "search.timeout": "(0, inf)",
     "span.null_score_threshold": "(-inf, inf)",
     "continual.replay_fraction": "[0, 1]",
     "continual.replay_size": "[0, inf)",
