@@ -77,7 +77,8 @@ class DetectConfig:
     cusum_span: int = _f(4, "Windows the CUSUM runs over (newest last).")
     volume_z: float = _f(5.0, "Robust z-score of the window's count that raises a volume-spike alert.")
     volume_ratio: float = _f(2.5, "A volume spike also needs this multiple of the median count.")
-    reversal_span: int = _f(3, "Windows averaged on each side of a sentiment reversal.")
+    reversal_span: int = _f(3, "Windows averaged on each side of a sentiment reversal; each side needs "
+                               "min_volume × reversal_span texts.")
     reversal_delta: float = _f(0.5, "Move of net sentiment (positive − negative share) that counts as a reversal.")
     detectors: list[str] = _f(["negative_z", "negative_cusum", "volume_spike", "reversal"],
                               "Detectors to run.")

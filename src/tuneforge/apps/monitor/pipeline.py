@@ -19,10 +19,12 @@ def share(w: dict[str, Any], key: str = "wneg") -> float:
     return w[key] / w["n"] if w["n"] else 0.0
 
 
-def findings(cfg: Any, series: Sequence[dict[str, Any]]) -> list[det.Finding]:
+def findings(cfg: Any, series: Sequence[dict[str, Any]], alerted: set[int] = frozenset()) -> list[det.Finding]:
     """Run the configured detectors on one topic's window ``series`` (oldest first, the newest is judged).
-    ``cfg`` is a ``DetectConfig``."""
-    cur, past = series[-1], series[:-1]
+    ``cfg`` is a ``DetectConfig``; windows in ``alerted`` (starts) are left out of the baselines, so an earlier
+    surge does not widen the spread the next one is judged against."""
+    cur = series[-1]
+    past = [w for w in series[:-1] if w["start"] not in alerted]
     hist = [share(w) for w in past if w["n"]]
     out = []
     for name in cfg.detectors:
@@ -43,7 +45,7 @@ def findings(cfg: Any, series: Sequence[dict[str, Any]]) -> list[det.Finding]:
             filled = [w for w in series if w["n"]]
             out.append(det.sentiment_reversal([share(w, "wpos") - share(w) for w in filled], [w["n"] for w in filled],
                                               span=cfg.reversal_span, delta=cfg.reversal_delta,
-                                              min_volume=cfg.min_volume))
+                                              min_volume=cfg.min_volume * cfg.reversal_span))
         else:
             known = "negative_cusum, negative_z, reversal, volume_spike"
             raise ValueError(f"detect.detectors: unknown detector {name!r}; known: {known}")
@@ -131,7 +133,7 @@ class Monitor:
         out = []
         for topic, start in touched:
             series = self.store.series(width, topic, start, k + 1)
-            for f in findings(self.cfg.detect, series):
+            for f in findings(self.cfg.detect, series, self.store.alerted(width, topic, start - k * width, start)):
                 if f.fired:
                     cur = series[-1]
                     out.append({"topic": topic, "window_start": start, "window_seconds": width,

@@ -132,6 +132,12 @@ class Store:
                                          json.dumps(alert["examples"], ensure_ascii=False)))
         return cur.rowcount == 1
 
+    def alerted(self, width: int, topic: str, since: int, until: int) -> set[int]:
+        """Starts of the windows of ``topic`` in [since, until) with a negative-share or volume alert."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT start FROM alerts WHERE width = ? AND topic = ? AND start >= ? AND start < ? AND detector != "
+            "'reversal'", (width, topic, since, until))}
+
     def alerts(self) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT id, width, start, topic, detector, statistic, detail, at, examples "
                                 "FROM alerts ORDER BY at, id")
