@@ -11,7 +11,7 @@ from typing import Any
 from tuneforge.apps.monitor.store import ALL, Store
 
 COLORS = {"wneg": "#d62728", "wneu": "#7f7f7f", "wpos": "#2ca02c"}
-W, H, PAD = 900, 170, 34
+W, H, PAD = 900, 130, 26
 
 
 def _when(t: float | None) -> str:
