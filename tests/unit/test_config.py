@@ -78,6 +78,11 @@ def test_every_shipped_config_loads(path):
 
         assert load_study(path)
         return
+    if path.name.startswith("monitor_"):  # monitor configs (tuneforge monitor): runs + stream + detectors
+        from tuneforge.apps.monitor.config import load_monitor_config
+
+        assert load_monitor_config(path).sentiment_run
+        return
     cfg = load_config(path)
     from tuneforge.tasks import TASKS
 
