@@ -249,15 +249,17 @@ class ScoredProbs(list):
     oos_score: float = math.nan
 
 
-class CalibratedTask:
-    """The run's task with its stored calibration applied: ``predict`` returns temperature-scaled probabilities,
-    and ``format_prediction`` adds ``confidence`` and ``unknown`` (score under the stored threshold).
+class Calibration:
+    """A run's stored calibration applied to its task: ``predict`` returns temperature-scaled probabilities (each
+    row carrying its OOS score) and ``format_prediction`` adds ``confidence`` and ``unknown`` (score under the
+    stored threshold). ``attach`` installs both on the task instance, so the task keeps its own type.
 
     The distance score reads each row's sentence vector through an ``EmbeddingTap`` on ``model``; a model without a
     ``classifier`` layer (an ONNX export) gets no ``unknown`` flag, with a warning."""
 
     def __init__(self, task: Any, stored: dict[str, Any], model: Any = None, centroids: np.ndarray | None = None):
-        self._task, self.calibration, self.centroids = task, stored, centroids
+        self.stored, self.centroids = stored, centroids
+        self._format = task.format_prediction  # the task's own, before attach replaces it
         self.tap: EmbeddingTap | None = None
         if stored["oos_score"] == "distance":
             try:
@@ -269,11 +271,12 @@ class CalibratedTask:
                               "classifier layer, or no stored centroids): predictions carry no unknown flag",
                               stacklevel=3)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._task, name)
+    def attach(self, task: Any) -> Any:
+        task.predict, task.format_prediction, task.calibration = self.predict, self.format_prediction, self.stored
+        return task
 
     def _scores(self, z: np.ndarray) -> np.ndarray:
-        name, temperature = self.calibration["oos_score"], self.calibration["temperature"]
+        name, temperature = self.stored["oos_score"], self.stored["temperature"]
         if name != "distance":
             return cal.oos_score(z, name, temperature)
         emb = self.tap.take() if self.tap is not None else None
@@ -283,7 +286,7 @@ class CalibratedTask:
 
     def predict(self, outputs: dict[str, torch.Tensor], batch: Any) -> list[ScoredProbs]:
         z = outputs["logits"].float().cpu().numpy()
-        probs = cal.softmax(z, self.calibration["temperature"])
+        probs = cal.softmax(z, self.stored["temperature"])
         rows = []
         for p, s in zip(probs, self._scores(z)):
             row = ScoredProbs(p.tolist())
@@ -292,24 +295,24 @@ class CalibratedTask:
         return rows
 
     def format_prediction(self, pred: Any, ex: dict[str, Any]) -> dict[str, Any]:
-        out = self._task.format_prediction(pred, ex)
+        out = self._format(pred, ex)
         out["confidence"] = out["score"]  # the calibrated top probability
         score = getattr(pred, "oos_score", None)
         if score is not None and not math.isnan(score):
             out["oos_score"] = round(score, 6)
-            if self.calibration.get("abstain", True):
-                out["unknown"] = bool(score < self.calibration["threshold"])
+            if self.stored.get("abstain", True):
+                out["unknown"] = bool(score < self.stored["threshold"])
         return out
 
 
 def with_calibration(task: Any, run_dir: str | Path | None, model: Any = None) -> Any:
-    """``task`` wrapped with ``run_dir``'s stored calibration, or ``task`` itself when there is none."""
+    """``task`` with ``run_dir``'s stored calibration attached (``Calibration``), or unchanged when there is none."""
     stored = load_calibration(run_dir)
     if stored is None or not supports(task):
         return task
     path = Path(run_dir) / CENTROIDS
     centroids = load_centroids(path) if stored["oos_score"] == "distance" and path.is_file() else None
-    return CalibratedTask(task, stored, model, centroids)
+    return Calibration(task, stored, model, centroids).attach(task)
 
 
 def reliability_svg(reliability: dict[str, list[dict[str, Any]]], split: str, size: int = 320) -> str:
