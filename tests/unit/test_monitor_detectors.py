@@ -167,3 +167,6 @@ def test_directory_reads_new_files_from_stored_offsets(tmp_path):
     assert [r.text for r in read_directory(tmp_path, offsets, Fields())] == ["a", "b"]
     (tmp_path / "c.jsonl").write_text(json.dumps({"time": 3, "text": "c"}) + "\n")
     assert [r.text for r in read_directory(tmp_path, offsets, Fields())] == ["c"]  # done files are not reread
+    (tmp_path / "d.jsonl").write_text(json.dumps({"time": 4, "text": "d"}) + "\n" + '{"time": 5, "te')
+    got = list(read_directory(tmp_path, offsets, Fields(), follow=True, stop=lambda: True))
+    assert [r.text for r in got] == ["d"]  # the newest file's half-written line waits for its newline

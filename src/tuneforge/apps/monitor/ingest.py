@@ -157,10 +157,10 @@ def read_directory(folder: Path, offsets: dict[str, int], fields: Fields, fmt: s
             done = offsets.get(str(path), 0)
             if done and done >= path.stat().st_size:
                 continue
-            last = i == len(files) - 1
+            size = path.stat().st_size
+            open_tail = follow and i == len(files) - 1 and not _ends_with_newline(path)
             for item in read_file(path, done, fields, fmt, follow=False, skip_bad=skip_bad):
-                if follow and last and isinstance(item, Record) and item.end == path.stat().st_size \
-                        and not path.read_bytes().endswith(b"\n"):
+                if open_tail and not isinstance(item, str) and item.end >= size:
                     break  # the newest file's unterminated last line may still be being written
                 yield item
                 if not isinstance(item, str):
@@ -169,6 +169,15 @@ def read_directory(folder: Path, offsets: dict[str, int], fields: Fields, fmt: s
             return
         yield FLUSH
         time.sleep(poll)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if not fh.tell():
+            return True
+        fh.seek(-1, 2)
+        return fh.read(1) == b"\n"
 
 
 def read_stdin(fields: Fields, fmt: str = "jsonl", skip_bad: bool = False) -> Iterator[Record | Skipped | str]:
