@@ -157,11 +157,10 @@ def read_directory(folder: Path, offsets: dict[str, int], fields: Fields, fmt: s
             done = offsets.get(str(path), 0)
             if done and done >= path.stat().st_size:
                 continue
-            size = path.stat().st_size
+            # the newest file's unterminated last line may still be being written: read up to it (follow mode
+            # stops at a line without its newline; stop=True ends the read there instead of waiting)
             open_tail = follow and i == len(files) - 1 and not _ends_with_newline(path)
-            for item in read_file(path, done, fields, fmt, follow=False, skip_bad=skip_bad):
-                if open_tail and not isinstance(item, str) and item.end >= size:
-                    break  # the newest file's unterminated last line may still be being written
+            for item in read_file(path, done, fields, fmt, follow=open_tail, skip_bad=skip_bad, stop=lambda: True):
                 yield item
                 if not isinstance(item, str):
                     offsets[str(path)] = item.end
