@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-trl", action="store_true", help="reuse the TRL result already in --out")
     p.add_argument("--gradient-checkpointing", action="store_true", help="TuneForge: train.gradient_checkpointing")
     p.add_argument("--full-finetune", action="store_true", help="TuneForge: train every weight, no LoRA")
+    p.add_argument("--longest", action="store_true",
+                   help="keep the --examples longest conversations (by characters): every batch near max length, "
+                        "the worst case for peak memory")
     p.add_argument("--side", choices=["tuneforge", "trl"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.full_finetune and "trl" in args.sides.split(","):
@@ -65,12 +68,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def conversations(path: str, n: int) -> list[list[dict[str, str]]]:
+def conversations(path: str, n: int, longest: bool = False) -> list[list[dict[str, str]]]:
     """The first ``n`` records as conversations, read by TuneForge's Alpaca schema for both sides."""
     from tuneforge.data.readers import BadRows, read_file
     from tuneforge.tasks.generation.schemas import SchemaOptions, parse_records
 
-    examples, _ = parse_records(read_file(path)[:n], "alpaca", SchemaOptions(), BadRows())
+    rows = read_file(path)
+    if longest:
+        rows = sorted(rows, key=lambda r: -sum(len(str(v)) for k, v in r.items() if not k.startswith("_")))
+    examples, _ = parse_records(rows[:n], "alpaca", SchemaOptions(), BadRows())
     return [ex["messages"] for ex in examples]
 
 
@@ -95,12 +101,12 @@ def run_tuneforge(args: argparse.Namespace, convs: list, model_path: str, workdi
     task, features = prepared.task, prepared.features["train"]
     built = prepared.build_model(args.steps)
     rss_loaded = peak_rss_mb()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = fit(built.model, task, features, [], [], cfg.train, cfg.seed, workdir, step_hooks=built.step_hooks)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     losses = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
               if '"train"' in line]
-    return {"steps": result.global_step, "train_seconds": wall,
+    return {"steps": result.global_step, "train_seconds": wall, "train_cpu_seconds": cpu,
             "real_tokens": result.tokens_per_second * result.train_seconds, "rss_after_load_mb": rss_loaded,
             "first_loss": losses[0], "last_loss": losses[-1], "trainable": built.parameters["trainable"],
             "truncated_examples": sum(f["truncated"] for f in features)}
@@ -134,12 +140,13 @@ def run_trl(args: argparse.Namespace, convs: list, model_path: str, workdir: Pat
 
     trainer.data_collator = counting
     rss_loaded = peak_rss_mb()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    return {"steps": trainer.state.global_step, "train_seconds": wall, "real_tokens": counted["tokens"],
+    return {"steps": trainer.state.global_step, "train_seconds": wall, "train_cpu_seconds": cpu,
+            "real_tokens": counted["tokens"],
             "rss_after_load_mb": rss_loaded, "first_loss": losses[0], "last_loss": losses[-1],
             "trainable": trainable}
 
@@ -153,7 +160,7 @@ def run_side(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    convs = conversations(args.data, args.examples)
+    convs = conversations(args.data, args.examples, args.longest)
     model_path = resolve_model(args.model).path
     with tempfile.TemporaryDirectory(prefix=f"bench_{args.side}_") as tmp:
         runner = run_tuneforge if args.side == "tuneforge" else run_trl
