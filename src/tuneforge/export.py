@@ -123,8 +123,14 @@ def _write_folder(folder: Path, run_dir: Path, model: torch.nn.Module, task: Any
     atomic_write_json(folder / "tuneforge.json", {
         "task": task.name, "state": task.state(), "head_class": type(model).__name__,
         "head_tensors": sorted(head), "base_model": cfg.model, "method": cfg.peft.method,
-        "max_length": cfg.data.max_length,
+        "max_length": cfg.data.max_length, "temperature": _temperature(run_dir),
         "body_class": "AutoModelForCausalLM" if task.needs_lm_head else "AutoModel"})
+
+
+def _temperature(run_dir: Path) -> float | None:
+    """The softmax temperature the run fitted on validation (its calibrated probabilities), if it has one."""
+    path = run_dir / "calibration.json"
+    return json.loads(path.read_text()).get("temperature") if path.is_file() else None
 
 
 def _load_body(folder: Path, causal_lm: bool) -> torch.nn.Module:

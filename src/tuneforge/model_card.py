@@ -21,9 +21,16 @@ POOLING_CODE = {
 }
 
 
-def classification_snippet(folder: str, pooling: str, multi_label: bool, max_length: int) -> str:
-    """Plain transformers + torch code that reproduces the exported classifier's scores (tested verbatim)."""
-    scores = "torch.sigmoid(logits)" if multi_label else "torch.softmax(logits, -1)"
+def classification_snippet(folder: str, pooling: str, multi_label: bool, max_length: int,
+                           temperature: float | None = None) -> str:
+    """Plain transformers + torch code that reproduces the exported classifier's scores (tested verbatim);
+    ``temperature``: the run's calibration, applied as TuneForge's predictor applies it."""
+    if multi_label:
+        scores = "torch.sigmoid(logits)"
+    elif temperature:
+        scores = f"torch.softmax(logits / {temperature!r}, -1)   # temperature fitted on validation (calibration)"
+    else:
+        scores = "torch.softmax(logits, -1)"
     return f'''import json
 import torch
 from safetensors.torch import load_file
@@ -49,7 +56,7 @@ def _loading_section(folder: str, info: dict[str, Any]) -> list[str]:
     if info["task"] == "classification" and info["head_tensors"] == ["classifier.bias", "classifier.weight"]:
         return ["Without TuneForge (transformers + torch only):", "", "```python",
                 classification_snippet(folder, state.get("pooling", "mean"), state.get("multi_label", False),
-                                       info.get("max_length", 512)).rstrip(),
+                                       info.get("max_length", 512), info.get("temperature")).rstrip(),
                 "```"]
     body = info["body_class"]
     lines = [f"The merged body loads with `transformers.{body}.from_pretrained(\"{folder}\")`."]

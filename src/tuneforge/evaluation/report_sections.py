@@ -133,7 +133,7 @@ def audit(audit_json: dict[str, Any] | None) -> str:
         out.append([esc(name), s.get("count"), len(s.get("label_distribution", {})),
                     f"{lt.get('p50', '–')} / {lt.get('p90', '–')} / {lt.get('max', '–')}",
                     (s.get("truncated") or {}).get("count", 0), s.get("duplicates_within", 0),
-                    f"{div['js_divergence']:.3f}" if "js_divergence" in div else "–",
+                    f"{div['js_divergence']:.3f}" if div.get("js_divergence") is not None else "–",
                     f"{leak.get('exact_in_train', 0)} / {leak.get('near_in_train', 0)}" if leak else "–"])
     tab = table(["split", "rows", "labels", "tokens p50 / p90 / max", "truncated", "duplicates",
                  "label JS divergence vs train", "in train: exact / near"], out)

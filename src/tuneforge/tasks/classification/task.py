@@ -50,6 +50,8 @@ class ClassificationTask:
         if isinstance(item, str):
             return {"text": item}
         rec = {self.text_col: item.get(self.text_col, item.get("text")), self.label_col: "?", **item}
+        if self.pair_col and self.pair_col not in item and "text_pair" in item:  # the generic name works too
+            rec[self.pair_col] = item["text_pair"]
         ex = cdata.parse_records([rec], self.text_col, self.pair_col, self.label_col, False, None, BadRows())[0]
         ex.pop("labels")
         return ex
