@@ -22,7 +22,13 @@ def keep_freed_memory() -> bool:
     fine-tuning step allocates MiniLM's dense word-embedding gradient (30522 x 384 floats, 47 MB) and frees it at
     ``zero_grad``, so every step page-faults 47 MB of fresh zeroed pages: ~10% of a batch-32 SST-2 step on this CPU
     (bench/bench_train.py). Kept in the heap, the block is reused. The cost: freed memory stays in the process
-    (peak RSS is unchanged; RSS after a peak stays high). No-op outside Linux/glibc.
+    (RSS after a peak stays high). No-op outside Linux/glibc.
+
+    Peak RSS is not unchanged where a step allocates many mid-size blocks: causal-LM SFT's activations (6-25 MB
+    each) fragment the kept heap. SmolLM2-135M LoRA with gradient checkpointing, batch 8 x 512: 5.19 GB peak RSS
+    with this 512 MiB threshold, 1.69 GB with ``TUNEFORGE_MMAP_THRESHOLD_MB=1`` (blocks over 1 MiB mapped and
+    unmapped each time), at no measured CPU-time cost (bench/results/sft_memory_longest.json). Set that variable for
+    memory-bound runs.
     """
     threshold = int(float(os.environ.get("TUNEFORGE_MMAP_THRESHOLD_MB", MMAP_THRESHOLD / 2**20)) * 2**20)
     if not sys.platform.startswith("linux") or threshold <= 0:
