@@ -48,6 +48,22 @@ def make_task(cfg: RunConfig, resolved: ResolvedModel) -> Task:
                                             model_path=resolved.path))
 
 
+def new_accelerator(precision: str) -> Any:
+    """An ``Accelerator`` for this run's precision.
+
+    accelerate keeps one process-wide state and refuses a second ``Accelerator`` with another precision, so a
+    Python session that trains twice (fp32, then bf16) would fail. The precision part is reset; the distributed
+    part (process group, ranks) is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    mixed = "bf16" if precision == "bf16" else "no"
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
+
+
 @dataclass
 class Prepared:
     """Everything a training run needs before the model is built: the data read, split, set up and encoded.

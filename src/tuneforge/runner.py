@@ -12,14 +12,14 @@ from tuneforge.config import RunConfig, resolve_data_paths, save_config
 from tuneforge.data.audit import audit_splits, format_audit
 from tuneforge.data.load import LoadedData
 from tuneforge.evaluation.analysis import finish_run_report
+from tuneforge.evaluation.baselines import score_baselines
 from tuneforge.evaluation.calibrate_run import add_calibration_metrics
 from tuneforge.evaluation.evaluate import predict_features
 from tuneforge.evaluation.report import build_report, comparison_table, write_report
 from tuneforge.io_utils import atomic_write_json
 from tuneforge.meta import build_meta
-from tuneforge.models import ResolvedModel, load_backbone
 from tuneforge.prompting.runs import evaluate_untrained, fit_setfit_run, setup_fewshot, trains_nothing
-from tuneforge.run import Prepared, prepare, set_threads
+from tuneforge.run import Prepared, new_accelerator, prepare, set_threads
 from tuneforge.run_dir import open_run_dir, training_config
 from tuneforge.tasks.base import Task
 from tuneforge.training.loop import fit
@@ -49,29 +49,6 @@ def audit(cfg: RunConfig) -> dict[str, Any]:
     """``tuneforge data audit``: read and split the data, and report distributions without training."""
     prepared = prepare(cfg, encode=False)  # the audit counts tokens as the task encodes them (chat templates)
     return run_audit(cfg, prepared.task, prepared.data, prepared.tokenizer)
-
-
-def mean_pooled_embedder(location: str, tokenizer: Any, batch_size: int = 64):
-    """Sentence embeddings from the untuned backbone (mean over real tokens): the zero-shot baseline's encoder."""
-    from tuneforge.tasks.classification.head import pool
-
-    model = load_backbone(location).eval()
-
-    def embed(texts: list[str]) -> torch.Tensor:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = [None] * len(texts)
-        with torch.inference_mode():
-            for s in range(0, len(order), batch_size):
-                idx = order[s:s + batch_size]
-                enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=256,
-                                return_tensors="pt")
-                h = model(**{k: v for k, v in enc.items() if k != "token_type_ids" or "bert" in
-                             model.config.model_type}).last_hidden_state  # (B, T, H)
-                for i, v in zip(idx, pool(h, enc["attention_mask"], "mean")):
-                    out[i] = v
-        return torch.stack(out)  # (N, H)
-
-    return embed
 
 
 def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None,
@@ -140,25 +117,23 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
                           features[test_name], baseline_predictions)  # report.html (evaluation/analysis.py)
         print(f"\nBefore/after fine-tuning on the {test_name} split ({len(data.splits[test_name])} examples):")
         print(comparison_table(report, test_name))
-        print(f"\nrun directory: {run_dir}")
+        sizes = folder_sizes_mb(run_dir)
+        print(f"\nrun directory: {run_dir} ({sizes['total']:.1f} MB: best/ {sizes.get('best', 0):.1f} MB, "
+              f"checkpoints/ {sizes.get('checkpoints', 0):.1f} MB)")
     accelerator.wait_for_everyone()
     return RunResult(run_dir, report)
 
 
-def new_accelerator(precision: str) -> Any:
-    """An ``Accelerator`` for this run's precision.
-
-    accelerate keeps one process-wide state and refuses a second ``Accelerator`` with another precision, so a
-    Python session that trains twice (fp32, then bf16) would fail. The precision part is reset; the distributed
-    part (process group, ranks) is kept.
-    """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    mixed = "bf16" if precision == "bf16" else "no"
-    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
+def folder_sizes_mb(run_dir: Path) -> dict[str, float]:
+    """Megabytes on disk: the whole run folder (``total``) and each top-level sub-folder by name."""
+    sizes: dict[str, float] = {"total": 0.0}
+    for path in run_dir.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            mb = path.stat().st_size / 1e6
+            sizes["total"] += mb
+            top = path.relative_to(run_dir).parts[0]
+            sizes[top] = sizes.get(top, 0.0) + mb
+    return sizes
 
 
 def _write_run_files(run_dir: Path, cfg: RunConfig, prepared: Prepared, audit_report: dict[str, Any],
@@ -171,21 +146,6 @@ def _write_run_files(run_dir: Path, cfg: RunConfig, prepared: Prepared, audit_re
     meta = build_meta(prepared.data.files, cfg.seed, {"name": cfg.model, "path": resolved.path,
                                                       "kind": resolved.kind}, precision, world)
     atomic_write_json(run_dir / "meta.json", {**meta, "config": training_config(cfg)})
-
-
-def score_baselines(names: list[str], task: Task, resolved: ResolvedModel, tokenizer: Any,
-                    train_examples: list[dict[str, Any]], test: list[dict[str, Any]],
-                    keep: dict[str, list[Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """"Before" numbers: each baseline's metrics on the frozen test split, with the untuned backbone.
-
-    A generative task scores zero-shot with the untuned LM itself (TaskContext.model_path), not with embeddings.
-    """
-    wants_embed = "zero_shot" in names and not getattr(task, "needs_lm_head", False)
-    embed = mean_pooled_embedder(resolved.path, tokenizer) if wants_embed else None
-    predictions = task.baselines(names, train_examples, test, embed)
-    if keep is not None:  # the per-row predictions, when the caller wants them (the HTML report)
-        keep.update(predictions)
-    return {name: task.metrics(preds, test) for name, preds in predictions.items()}
 
 
 def _training_summary(result: Any, parameters: dict[str, int], precision: str, world: int) -> dict[str, Any]:

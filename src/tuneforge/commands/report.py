@@ -21,8 +21,8 @@ def recompute(run_dir: Path) -> None:
     """The analysis step again from the saved model: test predictions (the tuned model and the baselines, which
     score zero-shot with label names, not a prompt file), counterfactuals, explanations."""
     from tuneforge.evaluation.analysis import finish_run_report
+    from tuneforge.evaluation.baselines import score_baselines
     from tuneforge.run import open_run, prepare
-    from tuneforge.runner import score_baselines
 
     loaded = open_run(run_dir)
     prepared = prepare(loaded.cfg, encode=False)

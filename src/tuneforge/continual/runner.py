@@ -198,7 +198,7 @@ def _train_stage(cfg: RunConfig, stage: Stage, ctx: Context, strategy: Strategy,
     _write_stage_files(stage_dir, p)
     scfg.train.resume = bool(list_checkpoints(stage_dir / "checkpoints"))  # a stage a kill interrupted
     precision = run_precision(scfg.train.precision, stage_dir / "checkpoints" if scfg.train.resume else None)
-    from tuneforge.runner import new_accelerator
+    from tuneforge.run import new_accelerator
 
     t0 = time.perf_counter()
     result = fit(model, p.task, p.features["train"] + plan.extra_train, p.features[p.validation_split],

@@ -21,7 +21,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 def export_sample(task: Any) -> list[dict[str, Any]]:
     """A few encoded inputs of different lengths (pairs where the task has them) to trace an export with."""
     texts = ["fine", "the card I ordered last week has still not arrived", "why was I charged twice for this?"]
-    pair = getattr(task, "pair_col", None)
+    pair = task.pair_col
     return [task.encode({"text": t, **({"text_pair": texts[-1 - i]} if pair else {})}) for i, t in enumerate(texts)]
 
 

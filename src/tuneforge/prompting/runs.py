@@ -51,8 +51,8 @@ def untrained_predictions(cfg: Any, prepared: Any, split: str) -> tuple[list[Any
     if not getattr(task, "needs_lm_head", False):
         if cfg.fewshot.method == "icl":
             raise ValueError("fewshot.method icl needs a decoder (task classification_generative, e.g. smollm2)")
+        from tuneforge.evaluation.baselines import mean_pooled_embedder
         from tuneforge.prompting.zero_shot import description_scores
-        from tuneforge.runner import mean_pooled_embedder
 
         embed = mean_pooled_embedder(prepared.resolved.path, prepared.tokenizer)
         scores = description_scores([ex["text"] for ex in examples], task.labels, spec, embed)
@@ -81,8 +81,8 @@ def decoder_scores(cfg: Any, model_path: str, task: Any, examples: list[dict[str
 
 def _similarity(embedder: str, queries: list[str], pool: list[str]) -> torch.Tensor:
     """(N, P) cosine similarity of queries to the demonstration pool, by a sentence encoder."""
+    from tuneforge.evaluation.baselines import mean_pooled_embedder
     from tuneforge.models import load_tokenizer, resolve_model
-    from tuneforge.runner import mean_pooled_embedder
 
     resolved = resolve_model(embedder)
     embed = mean_pooled_embedder(resolved.path, load_tokenizer(resolved.path))
