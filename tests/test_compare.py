@@ -14,7 +14,8 @@ from tuneforge.compare import method_overrides
 
 
 def test_method_overrides():
-    assert method_overrides("lora") == ["peft.method=lora", "freeze.policy=full", "train.lr=0.001"]
+    assert method_overrides("lora") == ["peft.method=lora", "freeze.policy=full", "freeze.embeddings=false",
+                                        "train.lr=0.001"]
     assert method_overrides("full") == ["peft.method=null", "freeze.policy=full"]
     try:
         method_overrides("qlora")
