@@ -25,7 +25,7 @@ from tuneforge.config_sections import (
     SplitConfig,
     TrainConfig,
 )
-from tuneforge.config_typing import ConfigError, build_section, field_hints
+from tuneforge.config_typing import ConfigError, build_section, field_hints, read_yaml_mapping
 
 # the sections are defined in config_sections; tuneforge.config is where callers import them from
 __all__ = [
@@ -171,14 +171,7 @@ def _validate_fewshot(cfg: RunConfig) -> None:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config; relative data paths are resolved against the config file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = read_yaml_mapping(path, "config file")
     cfg = config_from_dict(raw, overrides, source=str(path))
     resolve_data_paths(cfg, path.parent)
     return cfg

@@ -120,21 +120,7 @@ def fisher_gap(correct_in: int, n_in: int, correct_out: int, n_out: int) -> floa
 
 
 def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins: int = 15) -> list[dict[str, Any]]:
-    """Equal-width confidence bins (range, count, mean confidence, accuracy): the calibration module's when it is
-    installed, so the report and the calibration figures bin alike."""
-    try:
-        from tuneforge.evaluation.calibration import reliability_bins as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return shared(confidence, correct, bins)
-    conf, ok = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    idx = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    out = []
-    for b in range(bins):
-        sel = idx == b
-        n = int(sel.sum())
-        out.append({"lo": b / bins, "hi": (b + 1) / bins, "count": n,
-                    "confidence": float(conf[sel].mean()) if n else None,
-                    "accuracy": float(ok[sel].mean()) if n else None})
-    return out
+    """Equal-width confidence bins (range, count, mean confidence, accuracy), binned as the calibration figures are."""
+    from tuneforge.evaluation.calibration import reliability_bins as calibration_bins
+
+    return calibration_bins(confidence, correct, bins)

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tuneforge.config_typing import ConfigError
+from tuneforge.config_typing import ConfigError, read_yaml_mapping
 
 DEFAULT_INSTRUCTION = "Classify the text. Answer with one of: {labels}."
 DEFAULT_DESCRIPTION = "{word}"  # the label word itself; prompt files give sentences
@@ -82,14 +80,7 @@ def load_prompt_file(path: str | Path) -> dict[str, Any]:
     """A prompt YAML (``configs/prompting/*.yaml``): any of instruction, input, verbaliser, descriptions,
     system_prompt. Unknown keys are errors naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"fewshot.prompt: file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = read_yaml_mapping(path, "fewshot.prompt: file")
     unknown = sorted(set(raw) - set(PROMPT_KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(PROMPT_KEYS)}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tuneforge.config_typing import ConfigError
+from tuneforge.config_typing import ConfigError, read_yaml_mapping
 
 KEYS = ("base", "output_dir", "methods", "budgets", "seeds", "split_seed", "overrides")
 # every cell: baselines are methods of their own here, progress bars would flood the log, a cell run again
@@ -44,14 +44,7 @@ class Cell:
 def load_study(path: str | Path, output_dir: str | None = None) -> StudySpec:
     """Read and check a study YAML; relative paths are relative to the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = read_yaml_mapping(path, "study file")
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(KEYS)}")
