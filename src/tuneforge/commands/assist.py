@@ -50,14 +50,6 @@ def assist_loop(assistant: Any, lines: Iterable[str], write: Callable[[str], Any
     return replies
 
 
-def _stdin_lines() -> Iterable[str]:
-    while True:
-        try:
-            yield input()
-        except EOFError:
-            return
-
-
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a single-label classification run (its config's `assistant` section applies)")
     p.add_argument("--answers", help="answers file (default: assistant.answers of the run's config)")
@@ -138,8 +130,10 @@ def _run(args: argparse.Namespace) -> int:
         out.write(text)
         out.flush()
 
+    from tuneforge.commands.chat import stdin_lines
+
     write(HELP + "\n")
-    assist_loop(assistant, _stdin_lines(), write, prompt=lambda: write("you> "))
+    assist_loop(assistant, stdin_lines(), write, prompt=lambda: write("you> "))
     write("\n")
     return 0
 

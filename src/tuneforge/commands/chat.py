@@ -84,7 +84,8 @@ def chat_loop(session: ChatSession, lines: Iterable[str], write: Callable[[str],
     return answers
 
 
-def _stdin_lines() -> Iterable[str]:
+def stdin_lines() -> Iterable[str]:
+    """Lines typed on the terminal until end of input (Ctrl-D)."""
     while True:
         try:
             yield input()
@@ -114,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         out.write(text)
         out.flush()
 
-    chat_loop(session, _stdin_lines(), write, prompt=lambda: write("you> "))
+    chat_loop(session, stdin_lines(), write, prompt=lambda: write("you> "))
     write("\n")
     return 0
 
