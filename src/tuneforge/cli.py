@@ -61,10 +61,9 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     pred = Predictor.from_run_dir(args.run_dir)
     d = pred.cfg.data
-    opts = ReadOptions(encoding=d.encoding, line_delimiter=d.line_delimiter, text_column=d.text_column,
-                       label_column=d.label_column, target_suffix=d.target_suffix, task=pred.task.name)
+    opts = ReadOptions.from_data(d, pred.task.name)
     bad = BadRows(skip=d.skip_bad_rows)
-    examples = pred.task.parse(read_file(args.data, args.format or d.format, opts, bad), bad)
+    examples = pred.task.parse(read_file(args.data, args.format or d.format, opts, bad, role="test"), bad)
     metrics = pred.evaluate(examples)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2))
     return 0

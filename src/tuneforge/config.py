@@ -180,8 +180,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 def resolve_data_paths(cfg: RunConfig, base: Path) -> None:
     """Data paths in a config are relative to the config file, so configs work from any working directory."""
     def resolve(value: str) -> str:
-        if Path(value).is_absolute():
+        if value.startswith("hf://") or Path(value).is_absolute():  # a hub dataset is no path
             return value
+        if "?" in value and not (base / value).exists() and not Path(value).exists():  # folder?split=NAME
+            head, _, query = value.partition("?")
+            return f"{resolve(head)}?{query}"
         candidate = (base / value).resolve()
         return str(candidate) if candidate.exists() or not Path(value).exists() else str(Path(value).resolve())
 

@@ -188,6 +188,16 @@ def _check_data_text_fields(d: Any) -> None:
     for key in ("text_column", "label_column"):
         if not getattr(d, key).strip():
             raise ConfigError(f"data.{key}: must name a column")
+    columns = getattr(d, "columns", None)
+    if columns is not None:
+        if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str) and k.strip()
+                                                    and v.strip() for k, v in columns.items()):
+            raise ConfigError(f"data.columns: {columns!r}; expected a mapping of column names, e.g. "
+                              "{question: prompt, answer: response}")
+        targets = list(columns.values())
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise ConfigError(f"data.columns: several columns are renamed to {twice[0]!r}")
 
 
 def _check_class_weights(weights: Any) -> None:

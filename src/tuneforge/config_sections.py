@@ -28,13 +28,20 @@ class SplitConfig:
 
 @dataclass
 class DataConfig:
-    train: str | list[str] | None = _f(None, "Training file (CSV, TSV, JSON, JSONL or `lines`), or a list of files "
-                                             "read in order and concatenated.")
-    validation: str | list[str] | None = _f(None, "Validation file(s); carved from train when unset.")
-    test: str | list[str] | None = _f(None, "Test file(s); carved from train when unset.")
-    format: str = _f("auto", "auto (by extension: .csv .tsv .json .jsonl .ndjson, .txt = lines; for task ner "
-                             ".conll .iob .bio and CoNLL-shaped .txt = conll) | csv | tsv | json | jsonl | lines | "
-                             "conll | squad | ...")
+    train: str | list[str] | None = _f(None, "Training data: a file (CSV, TSV, JSON, JSONL, `lines`, Parquet, "
+                                             "Arrow), a datasets save_to_disk folder (`folder?split=NAME` picks a "
+                                             "split; else the one named like this field), a hub dataset "
+                                             "`hf://owner/name?config=C&split=S` (needs the network), or a list of "
+                                             "these read in order and concatenated.")
+    validation: str | list[str] | None = _f(None, "Validation data, as data.train; carved from train when unset.")
+    test: str | list[str] | None = _f(None, "Test data, as data.train; carved from train when unset.")
+    format: str = _f("auto", "auto (by extension: .csv .tsv .json .jsonl .ndjson .parquet .pq .arrow .feather, "
+                             ".txt = lines; for task ner .conll .iob .bio and CoNLL-shaped .txt = conll) | csv | tsv "
+                             "| json | jsonl | lines | parquet | arrow | conll | squad | ...")
+    columns: dict[str, str] | None = _f(None, "Rename columns as they are read, {name in the data: name the task "
+                                              "reads}, for every task and source: {sentence: text} for "
+                                              "classification, {question: prompt, answer: response} or {dialog: "
+                                              "messages} for generation, {ner_tags: tags} for ner.")
     text_column: str = _f("text", "Column holding the input text.")
     text_pair_column: str | None = _f(None, "Second text column for sentence-pair tasks.")
     label_column: str = _f("label", "Column holding the label (a list or delimited string for multi-label).")

@@ -17,7 +17,7 @@ import torch
 from tuneforge.build import BuiltModel, build_model
 from tuneforge.config import RunConfig, check_max_length, load_config, model_length_limit
 from tuneforge.data.load import SPLITS, LoadedData, check_train_classes, load_splits
-from tuneforge.data.readers import LOC, BadRows, DataError, Record
+from tuneforge.data.readers import LOC, BadRows, DataError, Record, rename_columns
 from tuneforge.models import ResolvedModel, load_tokenizer, resolve_model
 from tuneforge.tasks.base import Example, Feature, Task, TaskContext, build_task
 from tuneforge.training.batching import num_batches
@@ -155,6 +155,7 @@ def _parse_records(records: dict[str, list[Record]], task: Task, cfg: RunConfig)
     for name in SPLITS:
         if name in tables:
             rows = [r if LOC in r else {**r, LOC: f"<{name}>:{i + 1}"} for i, r in enumerate(tables[name])]
+            rows = rename_columns(rows, cfg.data.columns, f"<{name}>")
             splits[name] = task.parse(rows, bad)
     check_train_classes(splits["train"], "<train>", cfg.data.label_column, None)
     return LoadedData(splits, {name: None for name in splits}, bad.rows)

@@ -47,9 +47,16 @@ def test_answer_offset_errors_name_the_record(tmp_path):
     qas = [{"id": "q", "question": "where?", "answers": [{"text": "google", "answer_start": 3}]}]
     path.write_text(json.dumps(squad([{"context": "john works at google", "qas": qas}])))
     task = make()
+    # the text occurs in the context: moved to its occurrence, and the repair names the record and field
+    [ex] = task.parse(read_file(path, "squad"), BadRows())
+    assert ex["answers"] == [{"text": "google", "start": 14}]
+    assert ex["repairs"][0]["action"] == "moved to the occurrence at 14"
+    assert "bad.json:data[0].paragraphs[0].qas[0]" in ex["repairs"][0]["reason"]
+    qas[0]["answers"] = [{"text": "apple", "answer_start": 3}]  # nowhere in the context
+    path.write_text(json.dumps(squad([{"context": "john works at google", "qas": qas}])))
     with pytest.raises(DataError, match=r"bad.json:data\[0\].paragraphs\[0\].qas\[0\].*answer_start.*does not match"):
         task.parse(read_file(path, "squad"), BadRows())
-    rec = {"question": "q?", "context": "abc", "answers": [{"text": "abc", "answer_start": 2}], "_loc": "f:x"}
+    rec = {"question": "q?", "context": "abc", "answers": [{"text": "abcd", "answer_start": 2}], "_loc": "f:x"}
     with pytest.raises(DataError, match="runs outside the context"):
         task.parse([rec], BadRows())
     with pytest.raises(DataError, match="is_impossible"):

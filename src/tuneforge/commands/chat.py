@@ -31,13 +31,13 @@ class ChatSession:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
 
     def reply(self, text: str, on_text: Callable[[str], None]) -> str:
-        from transformers import TextIteratorStreamer
+        from tuneforge.inference.streaming import WholeTextStreamer
 
         self.messages.append({"role": "user", "content": text})
         feature = self.task.encode({"messages": self.messages})  # keeps the last data.max_length prompt tokens
         device = next(self.model.parameters()).device
         prompt = self.task.collate([feature])
-        streamer = TextIteratorStreamer(self.task.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = WholeTextStreamer(self.task.tokenizer)
         errors: list[BaseException] = []
 
         def work() -> None:

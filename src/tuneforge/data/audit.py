@@ -194,6 +194,11 @@ def audit_splits(splits: dict[str, list[Example]], text_of: Callable[[Example], 
     report["bad_rows"] = {"count": len(bad_rows or []), "rows": (bad_rows or [])[:100]}
     if bad_rows:
         warnings.append(f"{len(bad_rows)} malformed rows were skipped (data.skip_bad_rows=true); see bad_rows")
+    repairs = [r for exs in splits.values() for ex in exs for r in ex.get("repairs", [])]
+    report["repairs"] = {"count": len(repairs), "rows": repairs[:100]}
+    if repairs:
+        warnings.append(f"{len(repairs)} parts of kept rows were repaired (e.g. an answer offset that did not match "
+                        "its context); see repairs")
     return report
 
 
@@ -216,6 +221,9 @@ def format_audit(report: dict[str, Any]) -> str:
     lines.append(f"bad rows skipped: {report['bad_rows']['count']}")
     for row in report["bad_rows"]["rows"][:5]:
         lines.append(f"  skipped: {row['reason']}")
+    lines.append(f"repairs: {report.get('repairs', {}).get('count', 0)}")
+    for row in report.get("repairs", {}).get("rows", [])[:5]:
+        lines.append(f"  repaired: {row['reason']} -> {row['action']}")
     for w in report["warnings"]:
         lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -38,9 +38,7 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
     if not data.train:
         raise DataError("<config>", None, "data.train is not set", field="data.train")
     bad = BadRows(skip=data.skip_bad_rows)
-    opts = ReadOptions(encoding=data.encoding, line_delimiter=data.line_delimiter,
-                       text_column=data.text_column, label_column=data.label_column,
-                       target_suffix=data.target_suffix, task=getattr(task, "name", None))
+    opts = ReadOptions.from_data(data, getattr(task, "name", None))
     files = {name: getattr(data, name) for name in SPLITS}
     parsed = {}
     for name, paths in files.items():
@@ -48,7 +46,7 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
             continue
         parsed[name] = []
         for path in split_paths(paths):  # a list of files is read in order and concatenated
-            examples = task.parse(read_file(path, data.format, opts, bad), bad)
+            examples = task.parse(read_file(path, data.format, opts, bad, role=name), bad)
             if not examples:
                 raise DataError(path, None, f"no usable examples in this {name} file")
             parsed[name].extend(examples)

@@ -1,4 +1,5 @@
-"""File readers: CSV, TSV, JSON, JSONL and `text@label` lines → records (dicts), with errors that name file, line, field.
+"""File readers: CSV, TSV, JSON, JSONL, `text@label` lines, Parquet and Arrow → records (dicts), with errors that
+name file, line, field. ``save_to_disk`` folders and hub datasets are read by ``tuneforge.data.columnar``.
 
 Every reader raises only ``DataError`` (or reports the row to ``BadRows``), whatever the bytes; tests/unit/test_fuzz.py
 holds them to that."""
@@ -51,6 +52,14 @@ class ReadOptions:
     label_column: str = "label"
     target_suffix: str | None = None  # format `parallel`: extension of the target file
     task: str | None = None  # the task the records are for: `auto` picks conll for .txt files of task ner
+    columns: dict[str, str] | None = None  # data.columns: rename {name in the file: name the task reads}
+
+    @classmethod
+    def from_data(cls, data: Any, task: str | None = None) -> ReadOptions:
+        """The read options of a ``data`` config section."""
+        return cls(encoding=data.encoding, line_delimiter=data.line_delimiter, text_column=data.text_column,
+                   label_column=data.label_column, target_suffix=data.target_suffix, task=task,
+                   columns=getattr(data, "columns", None) or None)
 
 
 Reader = Callable[[Path, ReadOptions, BadRows], list[Record]]
@@ -82,6 +91,10 @@ def detect_format(path: Path, task: str | None = None, encoding: str = "utf-8") 
         return "jsonl"
     if suffix in _CONLL_SUFFIXES:
         return "conll"
+    if suffix in ("parquet", "pq"):
+        return "parquet"
+    if suffix in ("arrow", "feather", "ipc"):
+        return "arrow"
     if suffix == "txt":
         return "conll" if task == "ner" and looks_like_conll(path, encoding) else "lines"
     raise DataError(path, None, f"cannot tell the format from the extension {path.suffix!r}; set data.format "
@@ -89,17 +102,41 @@ def detect_format(path: Path, task: str | None = None, encoding: str = "utf-8") 
 
 
 def read_file(path: str | Path, fmt: str = "auto", opts: ReadOptions | None = None,
-              bad: BadRows | None = None) -> list[Record]:
-    """Read one data file into records. Each record has ``_loc`` = "file:line".
+              bad: BadRows | None = None, role: str | None = None) -> list[Record]:
+    """Read one data source into records. Each record has ``_loc`` = "file:line" (or "file:row N" for tables).
+
+    ``path`` is a file, a ``datasets`` ``save_to_disk`` folder (``folder?split=NAME`` picks a split; else the one
+    named like ``role``, the config field it is read for) or ``hf://owner/name?config=C&split=S``.
+    ``opts.columns`` renames columns as they are read.
 
     >>> # read_file("train.csv")[0] -> {"text": "...", "label": "...", "_loc": "train.csv:2"}
     """
+    from tuneforge.data.columnar import is_hub_source, read_columnar
+
+    opts = opts or ReadOptions()
+    text = str(path)
+    if is_hub_source(text) or Path(text).is_dir() or ("?" in text and not Path(text).exists()):
+        return rename_columns(read_columnar(text, role), opts.columns, text)
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "file not found")
-    opts = opts or ReadOptions()
     fmt = detect_format(path, opts.task, opts.encoding) if fmt == "auto" else fmt
-    return READERS.get(fmt)(path, opts, bad or BadRows())
+    return rename_columns(READERS.get(fmt)(path, opts, bad or BadRows()), opts.columns, path)
+
+
+def rename_columns(records: list[Record], columns: dict[str, str] | None, where: str | Path) -> list[Record]:
+    """``data.columns``: {name in the file: name the task reads}, applied to every record. A record that holds
+    both a renamed column and its new name is an error (which one would win is not obvious)."""
+    if not columns:
+        return records
+    out = []
+    for rec in records:
+        for old, new in columns.items():
+            if old in rec and old != new and new in rec and new not in columns:
+                raise record_error(rec, old, f"data.columns renames {old!r} to {new!r}, but the record already "
+                                             f"has a {new!r} column")
+        out.append({(k if k == LOC else columns.get(k, k)): v for k, v in rec.items()})
+    return out
 
 
 def read_text(path: Path, encoding: str) -> str:
@@ -261,6 +298,22 @@ def read_lines(path: Path, opts: ReadOptions, bad: BadRows) -> list[Record]:
         text, _, label = line.rpartition(delim)
         records.append({opts.text_column: text.strip(), opts.label_column: label.strip(), LOC: f"{path}:{i}"})
     return records
+
+
+@READERS.decorator("parquet")
+def read_parquet(path: Path, opts: ReadOptions, bad: BadRows) -> list[Record]:
+    """A Parquet file, decoded a batch at a time (needs pyarrow)."""
+    from tuneforge.data.columnar import open_parquet
+
+    return open_parquet(path).records()
+
+
+@READERS.decorator("arrow")
+def read_arrow(path: Path, opts: ReadOptions, bad: BadRows) -> list[Record]:
+    """An Arrow IPC file or stream (``.arrow`` as ``datasets`` writes it, ``.feather``), memory-mapped."""
+    from tuneforge.data.columnar import open_arrow
+
+    return open_arrow(path).records()
 
 
 def split_loc(loc: str) -> tuple[str, str]:

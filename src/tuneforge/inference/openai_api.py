@@ -66,11 +66,10 @@ class ChatGenerator:
 
     def stream(self, messages: list[dict[str, str]], **decoding: Any) -> Iterator[tuple[str, str]]:
         """``("text", piece)`` as the model produces text, then one ``("finish", reason)``."""
-        from transformers import TextIteratorStreamer
+        from tuneforge.inference.streaming import WholeTextStreamer
 
         ids, mask = self._prompt(messages)
-        streamer = TextIteratorStreamer(self.task.tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                        timeout=600)
+        streamer = WholeTextStreamer(self.task.tokenizer, timeout=600)
         errors: list[BaseException] = []
         result: list[Any] = []
 

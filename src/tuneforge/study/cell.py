@@ -44,10 +44,9 @@ def _split_examples(cfg: Any, split: str) -> list[dict[str, Any]]:
         return prepare(cfg, encode=False).data.splits[split]
     d = cfg.data
     task = make_task(cfg, resolve_model(cfg.model))
-    opts = ReadOptions(encoding=d.encoding, line_delimiter=d.line_delimiter, text_column=d.text_column,
-                       label_column=d.label_column, target_suffix=d.target_suffix, task=task.name)
+    opts = ReadOptions.from_data(d, task.name)
     bad = BadRows(skip=d.skip_bad_rows)
-    examples = [ex for path in files for ex in task.parse(read_file(path, d.format, opts, bad), bad)]
+    examples = [ex for path in files for ex in task.parse(read_file(path, d.format, opts, bad, role=split), bad)]
     limit = {"test": d.test_limit, "validation": d.validation_limit}.get(split)
     return examples[:limit] if limit else examples
 

@@ -29,6 +29,7 @@ class TaskContext:
     generation: GenerationConfig | None = None  # schema, packing and decoding of the generative tasks
     model_path: str | None = None  # the untuned model, for baselines that need the LM itself (zero-shot generation)
     span: SpanConfig | None = None  # options of the span tasks (ner, relation, qa)
+    language: str = "auto"  # what the text metrics assume: auto | en | zh (eval.language)
 
 
 class Task(Protocol):

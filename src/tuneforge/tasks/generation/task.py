@@ -50,6 +50,7 @@ class GenerationTask:
         self.decoding = decoding_kwargs(g)
         self.baseline_batch_size = g.eval_batch_size
         self.max_length = ctx.data.max_length
+        self.language = ctx.language
         self.model_path = ctx.model_path
         self.tokenizer: Any = None
         self.stop_ids: list[int] = []
@@ -122,11 +123,13 @@ class GenerationTask:
         out = []
         for row in sequences.tolist():
             cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
-            out.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+            # a token budget can stop inside a multi-byte character: drop its U+FFFD remains
+            out.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).rstrip("\ufffd").strip())
         return out
 
     def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
-        scores = generation_metrics([p["text"] for p in predictions], [ex["references"] for ex in examples])
+        scores = generation_metrics([p["text"] for p in predictions], [ex["references"] for ex in examples],
+                                    self.language)
         tokens = sum(p.get("tokens", 0) for p in predictions)
         if tokens:  # teacher-forced loss of the reference answers (not defined for text-only baselines)
             scores["loss"] = sum(p["nll"] for p in predictions) / tokens

@@ -52,6 +52,7 @@ class QaTask:
     def __init__(self, ctx: TaskContext):
         span = ctx.span or SpanConfig()
         self.max_length = ctx.data.max_length
+        self.language = ctx.language
         self.doc_stride, self.max_answer_length = span.doc_stride, span.max_answer_length
         self.max_question_length, self.null_threshold = span.max_question_length, span.null_score_threshold
         if not 0 <= self.doc_stride < self.max_length - self.max_question_length - 3:
@@ -114,7 +115,8 @@ class QaTask:
 
     def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
         return qa_metrics([self.answer_text(p, ex) for p, ex in zip(predictions, examples)],
-                          [[a["text"] for a in ex["answers"]] for ex in examples])
+                          [[a["text"] for a in ex["answers"]] + ex.get("reference_answers", []) for ex in examples],
+                          self.language)
 
     def baselines(self, names: Sequence[str], train: list[Example], test: list[Example],
                   embed: Callable[[list[str]], torch.Tensor] | None) -> dict[str, list[Any]]:
