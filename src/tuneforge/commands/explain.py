@@ -16,6 +16,21 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", help="explain this label instead of the predicted one")
     p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
     p.add_argument("--html", help="also write a page with the words shaded by their attribution")
+    p.add_argument("--span", type=span_bounds, help="generation runs: the answer tokens to explain, START:END "
+                                                    "(Python slice bounds; default: the whole answer)")
+    p.add_argument("--span-text", help="generation runs: explain the answer tokens covering this text")
+    p.add_argument("--answer", help="generation runs: explain this answer instead of the one the model generates")
+
+
+def span_bounds(value: str) -> tuple[int, int]:
+    """``START:END`` → (start, end); an empty side is the answer's start or end."""
+    start, sep, end = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return (int(start) if start.strip() else 0, int(end) if end.strip() else 1 << 30)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--span {value!r}: expected START:END, e.g. 0:3") from None
 
 
 def read_inputs(value: str) -> list:
@@ -45,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         items = read_inputs(args.input)
         predictor = Predictor.from_run_dir(args.run_dir, precision="fp32")
-        found = predictor.explain(items, label=args.label, steps=args.steps)
+        found = predictor.explain(items, label=args.label, steps=args.steps, span=args.span,
+                                  span_text=args.span_text, answer=args.answer)
     except (ExplainError, ValueError) as e:
         print(f"tuneforge explain: error: {e}", file=sys.stderr)
         return 2

@@ -7,13 +7,15 @@ from typing import Any
 
 from tuneforge.explain.errors import ExplainError
 
-SUPPORTED = ("classification", "ner")
+SUPPORTED = ("classification", "ner", "generation")
 
 
 def explain_inputs(model: Any, task: Any, items: Iterable[str | dict[str, Any]], label: str | None = None,
-                   steps: int = 50) -> list[dict[str, Any]]:
+                   steps: int = 50, span: tuple[int, int] | None = None, span_text: str | None = None,
+                   answer: str | None = None) -> list[dict[str, Any]]:
     """One explanation per input: per-word IG and occlusion scores for ``label`` (default: the prediction); for
-    NER, one such set per predicted entity (``label`` does not apply).
+    NER, one such set per predicted entity (``label`` does not apply); for generation, the prompt's words for a
+    span of the answer (``span`` token bounds or ``span_text``; the answer is generated unless ``answer`` is given).
 
     >>> # explain_inputs(predictor.model, predictor.task, ["my card has not arrived"])[0]["words"]
     """
@@ -23,11 +25,20 @@ def explain_inputs(model: Any, task: Any, items: Iterable[str | dict[str, Any]],
 
     name = getattr(task, "name", None)
     if name not in SUPPORTED or getattr(task, "multi_label", False):
-        raise ExplainError(f"explanations cover single-label classification and ner runs; this run's task is "
-                           f"{name}{' (multi-label)' if getattr(task, 'multi_label', False) else ''}")
+        raise ExplainError(f"explanations cover single-label classification, ner and generation runs; this run's "
+                           f"task is {name}{' (multi-label)' if getattr(task, 'multi_label', False) else ''}")
     if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
         raise ExplainError("explanations need the torch model (gradients): load the run with backend torch, "
                            "precision fp32")
+    if name != "generation" and (span is not None or span_text is not None or answer is not None):
+        raise ExplainError("--span, --span-text and --answer apply to generation runs")
+    if name == "generation":
+        from tuneforge.explain.generation import explain_generation
+
+        if label is not None:
+            raise ExplainError("--label does not apply to generation: choose the explained part of the answer "
+                               "with --span or --span-text")
+        return [explain_generation(model, task, item, steps, span, span_text, answer) for item in items]
     if name == "ner":
         from tuneforge.explain.ner import explain_entities
 

@@ -57,6 +57,9 @@ def page(explanations: Sequence[dict[str, Any]], title: str = "TuneForge explana
         if "entities" in e:  # ner: one block per predicted entity
             body.append(_entities(e))
             continue
+        if "generated" in e:  # generation: the prompt's words for a span of the answer
+            body.append(_generation(e))
+            continue
         body.append(f"<section><h3>predicted {html.escape(e['predicted'])} ({e['probability']:.3f})</h3>"
                     f"<p>Integrated Gradients</p>{highlight(e, 'ig')}<p>Occlusion (score drop without the "
                     f"word)</p>{highlight(e, 'occlusion')}{summary_line(e)}</section>")
@@ -77,3 +80,20 @@ def _entities(e: dict[str, Any]) -> str:
                    f'{ig["logit_difference"]:+.3f} (completeness error '
                    f'{100 * ig["relative_completeness_error"]:.2f}%)</div></section>')
     return "".join(out)
+
+
+def _generation(e: dict[str, Any]) -> str:
+    span, ig, agree = e["span"], e["integrated_gradients"], e.get("agreement")
+    answer = e["generated"]
+    parts = [html.escape(t["text"]) if span["start"] <= t["index"] < span["end"] else
+             f'<span style="color:#6b7280">{html.escape(t["text"])}</span>' for t in e["answer_tokens"]]
+    shown = "".join(parts) if "".join(t["text"] for t in e["answer_tokens"]) == answer else html.escape(answer)
+    return (f"<section><h3>{html.escape(e['answer_source'])} answer: <b>{shown}</b></h3>"
+            f'<div class="tf-expl-meta">explained span: tokens {span["start"]}-{span["end"] - 1} '
+            f'"{html.escape(span["text"])}", log p = {e["log_probability"]:.3f}</div>'
+            f"<p>Integrated Gradients (prompt words)</p>{highlight(e, 'ig')}<p>Occlusion (log-probability drop "
+            f"without the word)</p>{highlight(e, 'occlusion')}"
+            f'<div class="tf-expl-meta">IG sum {ig["sum"]:+.3f} vs log-probability difference '
+            f'{ig["logit_difference"]:+.3f} (completeness error {100 * ig["relative_completeness_error"]:.2f}%, '
+            f'{ig["steps"]} steps); IG-occlusion rank agreement {"n/a" if agree is None else f"{agree:.2f}"}'
+            f"</div></section>")

@@ -95,13 +95,15 @@ class Predictor:
         preds, examples = self.predict_raw(items)
         return [self.task.format_prediction(p, ex) for p, ex in zip(preds, examples)]
 
-    def explain(self, items: Iterable[str | dict[str, Any]], label: str | None = None,
-                steps: int = 50) -> list[dict[str, Any]]:
+    def explain(self, items: Iterable[str | dict[str, Any]], label: str | None = None, steps: int = 50,
+                span: tuple[int, int] | None = None, span_text: str | None = None,
+                answer: str | None = None) -> list[dict[str, Any]]:
         """Per-word Integrated Gradients and occlusion scores for ``label`` (default: the prediction) of each input,
-        with IG's completeness check (``tuneforge.explain``)."""
+        with IG's completeness check (``tuneforge.explain``). Generation runs: the prompt's words for a span of the
+        answer (``span`` token bounds or ``span_text``; generated unless ``answer`` is given)."""
         from tuneforge.explain import explain_inputs
 
-        return explain_inputs(self.model, self.task, items, label, steps)
+        return explain_inputs(self.model, self.task, items, label, steps, span, span_text, answer)
 
     def evaluate(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         """Metrics on labelled examples (already parsed by the task)."""
