@@ -1,7 +1,7 @@
 """Full fine-tuning speed on SST-2 with MiniLM: TuneForge's defaults vs HF Trainer (example-style and tuned).
 
 Contenders, each in its own subprocess (own peak RSS), one after the other, on the same train rows, dev rows,
-model (MiniLM from ``resolve_model("minilm")``), seed and hyper-parameters (batch size, lr, linear schedule with
+model (MiniLM from ``resolve_model("minilm")``, or ``--model``), seed and hyper-parameters (batch size, lr, linear schedule with
 the same warmup steps, weight decay on the same parameters, grad-norm clip, epochs, max length 128):
 
   tuneforge       TuneForge ``fit()`` with its defaults: length-grouped batches, dynamic padding, bf16 autocast
@@ -58,7 +58,6 @@ from common import (  # noqa: E402
     SST2,
     check,
     emit,
-    minilm_path,
     read_table,
     run_contender,
     set_threads,
@@ -72,6 +71,8 @@ CONTENDERS = ("tuneforge", "tuneforge_fp32", "hf_default", "hf_tuned")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    p.add_argument("--model", default="minilm", help="tuneforge model name or local folder, the same for every side "
+                                                      "(minilm, mpnet, me5-small, a path)")
     p.add_argument("--train-limit", type=int, default=None, help="first N rows of train.tsv (default: all 67,349)")
     p.add_argument("--dev-limit", type=int, default=None, help="first N rows of dev.tsv (default: all 872)")
     p.add_argument("--epochs", type=float, default=3, help="configs/classification/sst2.yaml's")
@@ -229,6 +230,12 @@ def warmup_steps(args: argparse.Namespace, n_train: int, lengths: list[int] | No
     return total, int(round(args.warmup_ratio * total))
 
 
+def model_path(args: argparse.Namespace) -> str:
+    from tuneforge.models import resolve_model
+
+    return resolve_model(args.model).path
+
+
 # ---------------------------------------------------------------- TuneForge
 def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> dict[str, Any]:
     from tuneforge.config import config_from_dict
@@ -239,7 +246,7 @@ def run_tuneforge(args: argparse.Namespace, precision: str, workdir: Path) -> di
 
     train_rows, dev_rows = data(args)
     cfg = config_from_dict({
-        "model": minilm_path(), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
+        "model": model_path(args), "task": "classification", "seed": args.seed, "output_dir": str(workdir),
         "data": {"text_column": "sentence", "label_column": "label", "max_length": args.max_length},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "batch_tokens": args.batch_tokens,
                   "lr": args.lr,
@@ -296,7 +303,7 @@ def run_hf(args: argparse.Namespace, tuned: bool, workdir: Path) -> dict[str, An
     from tuneforge.training.precision import resolve_precision
 
     train_rows, dev_rows = data(args)
-    path = minilm_path()
+    path = model_path(args)
     tok = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
