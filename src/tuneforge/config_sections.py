@@ -371,7 +371,7 @@ class SearchConfig:
 
 @dataclass
 class RunConfig:
-    model: str = _f("minilm", "minilm | smollm2 | a local path | a hub id.")
+    model: str = _f("minilm", "minilm | smollm2 | mpnet | me5-small | a local path | a hub id.")
     task: str = _f("classification", "Task name from the task registry.")
     output_dir: str = _f("runs/run", "Run directory: config, checkpoints, metrics, report.")
     seed: int = _f(42, "Seed for splits, initialisation, shuffling and dropout.")
