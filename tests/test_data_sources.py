@@ -236,3 +236,49 @@ def test_in_memory_records_take_the_column_mapping(tiny_bert_dir):
     p = prepare(cfg, records={"train": rows, "test": rows[:2]})
     assert p.splits["test"][0]["text"] == ROWS["sentence"][0]
     assert "sentence" in rows[0]  # the caller's records are not changed
+
+
+# ---------------- streamed encoding ----------------
+def test_streamed_encoding_matches_the_list_path(tmp_path, tiny_bert_dir):
+    from tuneforge.data.stream import ArrowFeatures, encode_to_arrow, label_examples
+    from tuneforge.models import load_tokenizer
+
+    texts = [f"my card has not arrived {i}" if i % 3 else "where is my money" for i in range(23)]
+    labels = [ROWS["label"][i % 4] for i in range(23)]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"sentence": texts, "label": labels}), path, row_group_size=5)
+    tok = load_tokenizer(str(tiny_bert_dir))
+    listed = classification(max_length=8, columns={"sentence": "text"})
+    examples = listed.parse(read_file(path, opts=ReadOptions(columns={"sentence": "text"})), BadRows())
+    listed.setup(examples, tok)
+    expected = [listed.encode(ex) for ex in examples]
+
+    streamed = classification(max_length=8)
+    source = open_columnar(path, "train")
+    view = label_examples(source, "label")
+    assert len(view) == 23 and sorted(ex["labels"][0] for ex in view) == sorted(labels)  # re-iterable
+    streamed.setup(view, tok)
+    assert streamed.labels == listed.labels
+    feats = encode_to_arrow(source, streamed, tmp_path / "f.arrow", columns={"sentence": "text"}, batch_rows=4)
+    assert isinstance(feats, ArrowFeatures) and len(feats) == 23
+    assert list(feats) == expected and feats[-1] == expected[-1] and feats[2:4] == expected[2:4]
+    assert feats.lengths() == [f["length"] for f in expected]
+    assert list(ArrowFeatures(tmp_path / "f.arrow")) == expected  # reopened from disk
+    with pytest.raises(DataError, match=r"no column 'intent'; columns: sentence, label"):
+        label_examples(source, "intent")
+
+
+def test_streamed_encoding_reports_bad_rows_by_row(tmp_path, tiny_bert_dir):
+    from tuneforge.data.stream import encode_to_arrow
+    from tuneforge.models import load_tokenizer
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": ["good", "bad", ""], "label": ["a", "b", "a"]}), path)
+    task = classification(max_length=8)
+    task.setup([{"labels": ["a"]}, {"labels": ["b"]}], load_tokenizer(str(tiny_bert_dir)))
+    with pytest.raises(DataError, match=r"t\.parquet:row 2 \[field 'text'\]"):
+        encode_to_arrow(open_columnar(path), task, tmp_path / "f.arrow", batch_rows=2)
+    assert not list(tmp_path.glob("f.arrow*"))  # nothing half-written is left
+    bad = BadRows(skip=True)
+    assert len(encode_to_arrow(open_columnar(path), task, tmp_path / "f.arrow", bad=bad)) == 2
+    assert bad.rows[0]["line"] == "row 2"

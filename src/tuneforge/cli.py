@@ -199,7 +199,10 @@ def _load_command_modules() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_command_modules()
+    from tuneforge import __version__
+
     parser = argparse.ArgumentParser(prog="tuneforge", description="Supervised fine-tuning: one config, one CLI.")
+    parser.add_argument("--version", action="version", version=f"tuneforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_, setup, _) in COMMANDS.items():
         setup(sub.add_parser(name, help=help_, description=help_))
@@ -225,6 +228,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 EXPECTED_ERRORS = (
     ("tuneforge.config", "ConfigError"),
     ("tuneforge.data.readers", "DataError"),
+    ("tuneforge.extras", "MissingExtra"),
     ("tuneforge.models", "ModelNotFoundError"),
     ("tuneforge.registry", "UnknownNameError"),
     ("tuneforge.training.loop", "NonFiniteLossError"),
@@ -250,6 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tuneforge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:  # an optional extra that is not installed: name it
+        from tuneforge.extras import missing_message
+
+        message = missing_message(e.name or "", f"tuneforge {args.command}")
+        if message is None or os.environ.get("TUNEFORGE_TRACEBACK") == "1":
+            raise
+        print(f"tuneforge {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except expected_errors() as e:  # evaluated only when something was raised
         if os.environ.get("TUNEFORGE_TRACEBACK") == "1":
             raise

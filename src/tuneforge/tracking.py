@@ -50,7 +50,11 @@ def run_params(run_dir: Path) -> dict[str, str]:
 def _tensorboard(run_dir: Path) -> Tracker | None:
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional at run time
+    except ImportError:  # tensorboard is optional: the run goes on without run_dir/tb
+        import warnings
+
+        warnings.warn("train.trackers names tensorboard, which is not installed: no run_dir/tb for this run "
+                      "(pip install 'tuneforge[tracking]', or train.trackers=[] to silence this)", stacklevel=2)
         return None
     return SummaryWriter(str(run_dir / "tb"))
 

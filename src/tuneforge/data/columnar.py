@@ -121,7 +121,7 @@ class ColumnarSource:
     where: str
     num_rows: int
     column_names: list[str]
-    _batches: Any  # callable(batch_rows) -> iterator of pyarrow.RecordBatch
+    _batches: Any  # callable(batch_rows, columns=None) -> iterator of pyarrow.RecordBatch
     names: dict[str, list[str]] = field(default_factory=dict)  # ClassLabel columns
 
     def iter_batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
@@ -136,6 +136,17 @@ class ColumnarSource:
                 rec[LOC] = f"{self.where}:row {offset + i}"
             offset += len(rows)
             yield rows
+
+    def column_batches(self, column: str, batch_rows: int = BATCH_ROWS) -> Iterator[list[Any]]:
+        """The values of one column (ClassLabel ids as names), ``batch_rows`` at a time; no other column is read."""
+        labels = self.names.get(column)
+        offset = 0
+        for batch in self._batches(batch_rows, [column]):
+            values = batch.column(0).to_pylist()
+            if labels:
+                values = [self._name({}, column, v, labels, offset + i) for i, v in enumerate(values)]
+            offset += len(values)
+            yield values
 
     def _name(self, rec: Record, col: str, value: Any, labels: list[str], row: int) -> Any:
         if isinstance(value, list):
@@ -153,7 +164,8 @@ class ColumnarSource:
 
 def _table_source(where: str, table: Any, names: dict[str, list[str]]) -> ColumnarSource:
     return ColumnarSource(where, table.num_rows, list(table.column_names),
-                          lambda n: iter(table.to_batches(max_chunksize=n)), names)
+                          lambda n, cols=None: iter((table.select(cols) if cols else table).to_batches(max_chunksize=n)),
+                          names)
 
 
 def open_arrow(path: Path) -> ColumnarSource:
@@ -182,14 +194,14 @@ def open_parquet(path: Path) -> ColumnarSource:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(str(path), memory_map=True)
+        pf = pq.ParquetFile(str(path))  # buffered reads: a mapped file would count its touched pages as ours
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(path, None, f"not a readable Parquet file: {e}") from None
     schema = pf.schema_arrow
 
-    def batches(n: int) -> Iterator[Any]:
+    def batches(n: int, cols: list[str] | None = None) -> Iterator[Any]:
         try:
-            yield from pf.iter_batches(batch_size=n)
+            yield from pf.iter_batches(batch_size=n, columns=cols)
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(path, None, f"corrupt Parquet data: {e}") from None
 
@@ -213,9 +225,9 @@ def _dataset_folder(folder: Path) -> ColumnarSource:
         info = {}
     names = (class_names(info.get("features")) if isinstance(info, dict) else {}) or tables[0].names
 
-    def batches(n: int) -> Iterator[Any]:
+    def batches(n: int, cols: list[str] | None = None) -> Iterator[Any]:
         for t in tables:
-            yield from t._batches(n)
+            yield from t._batches(n, cols)
 
     cols = tables[0].column_names
     for shard, t in zip(shards, tables):

@@ -33,7 +33,9 @@ def contrastive_pairs(texts: list[str], labels: list[int], iterations: int, seed
     seeded here because it shuffles with the global ``random``)."""
     import random
 
-    from setfit.sampler import ContrastiveDataset
+    from tuneforge.extras import require
+
+    ContrastiveDataset = require("setfit.sampler", "fewshot.method=setfit").ContrastiveDataset
 
     state = random.getstate()
     random.seed(seed)
@@ -45,6 +47,9 @@ def contrastive_pairs(texts: list[str], labels: list[int], iterations: int, seed
 
 def _body_trainer(model_path: str, pairs_source: tuple[list[str], list[int]], opts: SetFitOptions, seed: int,
                   work: Path) -> Any:
+    from tuneforge.extras import require
+
+    require("setfit", "fewshot.method=setfit")
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     if (Path(model_path) / "model_head.pkl").exists():  # from_pretrained would unpickle it: reading one can run code
