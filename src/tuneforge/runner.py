@@ -101,9 +101,10 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
 
     # after: the tuned model (best checkpoint restored by fit) on every split we have, test included
     dtype = torch.bfloat16 if precision == "bf16" else None
-    metrics = {name: task.metrics(predict_features(accelerator.unwrap_model(built.model), task, features[name],
-                                                   cfg.eval.batch_size, dtype), data.splits[name])
-               for name in ("validation", "test") if name in data.splits}
+    predictions = {name: predict_features(accelerator.unwrap_model(built.model), task, features[name],
+                                          cfg.eval.batch_size, dtype)
+                   for name in ("validation", "test") if name in data.splits}
+    metrics = {name: task.metrics(preds, data.splits[name]) for name, preds in predictions.items()}
     metrics = add_calibration_metrics(metrics, accelerator.unwrap_model(built.model), task, features, data.splits,
                                       val_name, cfg, run_dir if main else None)  # ECE, abstention, OOS
     report = build_report(task.name, cfg.model, task.main_metric, metrics, baselines, {
@@ -114,7 +115,8 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
     if main:
         write_report(run_dir, report)
         finish_run_report(run_dir, cfg, task, accelerator.unwrap_model(built.model), data.splits[test_name],
-                          features[test_name], baseline_predictions)  # report.html (evaluation/analysis.py)
+                          features[test_name], baseline_predictions,  # report.html (evaluation/analysis.py)
+                          predictions.get(test_name))
         print(f"\nBefore/after fine-tuning on the {test_name} split ({len(data.splits[test_name])} examples):")
         print(comparison_table(report, test_name))
         sizes = folder_sizes_mb(run_dir)

@@ -59,11 +59,12 @@ def read_options(data_cfg: Any, task: Any) -> ReadOptions:
 
 
 def finish_run_report(run_dir: Path, cfg: Any, task: Any, model: torch.nn.Module, examples: list[dict[str, Any]],
-                       features: list[dict[str, Any]], baselines: dict[str, list[Any]] | None = None) -> Path:
+                       features: list[dict[str, Any]], baselines: dict[str, list[Any]] | None = None,
+                       predictions: Sequence[Any] | None = None) -> Path:
     """Write ``predictions/``, ``counterfactuals.json`` and the explanations of the error examples, then
     ``report.html``, and log the report and model to the run's trackers; returns the report's path. Tasks other
-    than single-label classification get the report from what the run already holds (metrics, curves, audit, run
-    card)."""
+    than single-label classification save ``predictions/test.jsonl`` from ``predictions`` (the test split's, as
+    scored) and get the report from what the run already holds (metrics, curves, audit, run card)."""
     from tuneforge.evaluation.html_report import write_html_report
     from tuneforge.tracking import log_run_files
 
@@ -72,6 +73,8 @@ def finish_run_report(run_dir: Path, cfg: Any, task: Any, model: torch.nn.Module
     with plain_forward(model):
         if supports(task) and examples:
             notes = _analyse(run_dir, cfg, task, model, examples, features, baselines)
+        elif examples and predictions is not None:
+            P.save_predictions(run_dir, P.generic_rows(task, examples, predictions), {})
     notes["analysis_seconds"] = round(time.perf_counter() - start, 2)
     notes.update(peak_memory_mb())
     if (run_dir / P.FOLDER).is_dir():

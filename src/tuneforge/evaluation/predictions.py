@@ -59,6 +59,32 @@ def baseline_rows(predictions: Sequence[Any], labels: Sequence[str]) -> list[dic
     return out
 
 
+GOLD_KEYS = ("references", "answers", "tags", "relation", "labels")  # an example's target, by task
+
+
+def example_text(task: Any, ex: dict[str, Any]) -> str:
+    """What a reader of the predictions wants to see of the input: the last user turn of a conversation, the
+    question of a QA example, else the example's text."""
+    if isinstance(ex.get("messages"), list):
+        users = [m["content"] for m in ex["messages"] if m.get("role") == "user"]
+        return users[-1] if users else ""
+    for key in ("question", "text"):
+        if isinstance(ex.get(key), str):
+            return ex[key]
+    return task.audit_view()[0](ex)
+
+
+def generic_rows(task: Any, examples: Sequence[dict[str, Any]], predictions: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per test example for any task: text, gold (the example's target), predicted (the task's
+    ``format_prediction``: label and scores, entities, answer span, generated text) and the file and line."""
+    rows = []
+    for i, (ex, pred) in enumerate(zip(examples, predictions)):
+        gold = next((ex[k] for k in GOLD_KEYS if k in ex), None)
+        rows.append({"id": i, "text": example_text(task, ex), "gold": gold,
+                     "predicted": task.format_prediction(pred, ex), "loc": ex.get(LOC)})
+    return rows
+
+
 def save_predictions(run_dir: Path, rows: Sequence[dict[str, Any]],
                      baselines: dict[str, list[dict[str, Any]]]) -> None:
     folder = run_dir / FOLDER
@@ -71,11 +97,14 @@ def save_predictions(run_dir: Path, rows: Sequence[dict[str, Any]],
 
 
 def load_predictions(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """The tuned model's rows and each baseline's (``{}`` and ``[]`` when the run saved none)."""
+    """The single-label classifier's rows and each baseline's (``[]`` and ``{}`` when the run saved none, or saved
+    the generic rows of another task)."""
     folder = run_dir / FOLDER
     if not (folder / "test.jsonl").is_file():
         return [], {}
     rows = read_jsonl(folder / "test.jsonl")
+    if rows and "confidence" not in rows[0]:  # generic rows of another task: no per-label analysis to draw
+        return [], {}
     baselines = {p.stem.removeprefix("baseline_"): read_jsonl(p) for p in sorted(folder.glob("baseline_*.jsonl"))}
     return rows, baselines
 
