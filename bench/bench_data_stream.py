@@ -8,7 +8,8 @@ the peak of the process's anonymous memory (``RssAnon``: Python objects, buffers
 (``RssFile``: the page cache, which the kernel reclaims under pressure). The corpus is deleted afterwards unless
 ``--keep``.
 
-    python bench/bench_data_stream.py --gb 1 --out bench/results/data_stream.json
+    python bench/bench_data_stream.py --gb 1      # writes bench/results/data_stream.json
+    python bench/bench_data_stream.py --smoke     # 10 MB, to check that both paths run
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import minilm_path  # noqa: E402
+from bench.common import minilm_path, write_results  # noqa: E402
 
 LABELS = [f"intent_{i}" for i in range(8)]
 
@@ -125,7 +126,9 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=1.0, help="GB of text to generate")
     ap.add_argument("--workdir", default="/tmp/tuneforge-stream-bench")
     ap.add_argument("--modes", default="stream,list", help="comma-separated: stream, list")
-    ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--out", help="results file (default bench/results/data_stream.json)")
+    ap.add_argument("--smoke", action="store_true", help="10 MB of text instead of --gb")
+    ap.add_argument("--threads", type=int, help="accepted for run_all.py; the work is single-threaded")
     ap.add_argument("--keep", action="store_true", help="keep the generated corpus")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -133,6 +136,8 @@ def main() -> None:
     if args.child:
         print("RESULT " + json.dumps(child(args.child, workdir)), flush=True)
         return
+    if args.smoke:
+        args.gb = 0.01
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
@@ -149,9 +154,9 @@ def main() -> None:
                 raise SystemExit(f"mode {mode} failed (exit {proc.returncode})")
             results.append(json.loads(line[7:]))
             print(json.dumps(results[-1]), flush=True)
-        if args.out:
-            Path(args.out).write_text(json.dumps({"corpus": corpus, "results": results,
-                                                  "command": " ".join(sys.argv)}, indent=2) + "\n")
+        path = write_results("data_stream", {"corpus": corpus, "results": results,
+                                             "command": " ".join(["python", *sys.argv])}, args.out, args.smoke)
+        print(f"results: {path}")
         print(f"{'path':8} {'examples':>10} {'seconds':>8} {'RssAnon MB':>11} {'RssFile MB':>11} {'VmHWM MB':>9}")
         for r in results:
             print(f"{r['mode']:8} {r['examples']:>10} {r['seconds']:>8} {r['peak_rss_anon_mb']:>11} "

@@ -3,6 +3,7 @@ column renaming for every task, and the streamed (memory-mapped) encoding path. 
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -282,3 +283,33 @@ def test_streamed_encoding_reports_bad_rows_by_row(tmp_path, tiny_bert_dir):
     bad = BadRows(skip=True)
     assert len(encode_to_arrow(open_columnar(path), task, tmp_path / "f.arrow", bad=bad)) == 2
     assert bad.rows[0]["line"] == "row 2"
+
+
+def test_fit_trains_on_streamed_features_as_on_the_list(tmp_path, tiny_bert_dir):
+    """The loop takes the memory-mapped features where it takes the list: the same losses, step for step."""
+    from tests.peft_harness import tiny_config
+    from tests.tiny_tasks import TINY_TASKS
+    from tuneforge.data.stream import encode_to_arrow
+    from tuneforge.run import prepare
+    from tuneforge.training.loop import fit
+
+    spec = TINY_TASKS["classification"](tmp_path)
+    train_csv = spec.data["train"]
+    parquet = tmp_path / "train.parquet"
+    with open(train_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), parquet)
+    losses = {}
+    for kind in ("list", "arrow"):
+        cfg = tiny_config("classification", None, tmp_path / kind, tiny_bert_dir, spec, train={"epochs": 2})
+        p = prepare(cfg)
+        train = p.features["train"]
+        if kind == "arrow":
+            train = encode_to_arrow(open_columnar(parquet, "train"), p.task, tmp_path / "train.features.arrow")
+            assert list(train) == p.features["train"]
+        built = p.build_model()
+        fit(built.model, p.task, train, p.features["validation"], p.splits["validation"], cfg.train, cfg.seed,
+            tmp_path / kind / "run")
+        log = (tmp_path / kind / "run" / "metrics.jsonl").read_text().splitlines()
+        losses[kind] = [json.loads(line)["loss"] for line in log if json.loads(line).get("split") == "train"]
+    assert losses["arrow"] and losses["arrow"] == losses["list"]
