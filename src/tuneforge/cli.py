@@ -74,7 +74,10 @@ register_command("eval", "score a finished run on its test split or on another l
 
 # ---------------- predict ----------------
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="?", help="a finished run (or give --zero-shot CONFIG instead)")
+    p.add_argument("--zero-shot", metavar="CONFIG", help="classify with no training: the config's untuned model "
+                   "with its prompt (label descriptions for encoders, label words for decoders; fewshot.method icl "
+                   "adds demonstrations from data.train)")
     p.add_argument("--input", required=True, help="a text file (one input per line), a JSONL file, or - for stdin")
     p.add_argument("--output", help="write JSONL here (default: stdout)")
     add_inference_args(p)
@@ -140,10 +143,24 @@ def _predict(args: argparse.Namespace) -> int:
     from tuneforge.inference.predictor import Predictor
     from tuneforge.io_utils import emit_jsonl
 
+    if bool(args.run_dir) == bool(args.zero_shot):
+        print("tuneforge predict: error: give a run directory, or --zero-shot CONFIG to predict without training "
+              "(not both)", file=sys.stderr)
+        return 2
+    if args.zero_shot and (args.backend != "torch" or args.precision not in ("auto", "fp32")):
+        print("tuneforge predict: error: --zero-shot predicts with the untuned torch model in fp32: drop "
+              "--backend/--precision", file=sys.stderr)
+        return 2
     items = _read_inputs(args.input)
     given = [item for item in items if item is not BLANK]
-    results = iter(Predictor.from_run_dir(args.run_dir, precision=args.precision,
-                                          backend=args.backend).predict(given) if given else [])
+    if args.zero_shot:
+        from tuneforge.config import load_config
+        from tuneforge.prompting.runs import predict_untrained
+
+        results = iter(predict_untrained(load_config(args.zero_shot), given) if given else [])
+    else:
+        results = iter(Predictor.from_run_dir(args.run_dir, precision=args.precision,
+                                              backend=args.backend).predict(given) if given else [])
     blank = [i for i, item in enumerate(items, start=1) if item is BLANK]
     if blank:  # one output row per input line, so outputs stay aligned with inputs
         shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")

@@ -82,7 +82,7 @@ def train(cfg: RunConfig, records: dict[str, list[dict[str, Any]]] | None = None
                                 data.splits["train"], data.splits.get(test_name, []), keep=baseline_predictions)
 
     if trains_nothing(cfg):  # zero-shot, in-context or train.epochs 0: evaluated as is, same report (prompting)
-        return RunResult(run_dir, evaluate_untrained(cfg, prepared, baselines, run_dir, main))
+        return RunResult(run_dir, evaluate_untrained(cfg, prepared, baselines, run_dir, main, baseline_predictions))
     built = prepared.build_model()
     if main:  # after build_model: it settles choices that depend on the body (head.pooling=auto)
         atomic_write_json(run_dir / "task.json", {"name": task.name, "state": task.state()})

@@ -103,8 +103,9 @@ def run_card(run: dict[str, Any]) -> str:
              ("analysis time", f"{analysis['analysis_seconds']} s" if "analysis_seconds" in analysis else None),
              ("peak memory (process)", f"{analysis['peak_rss_mb']} MiB" if "peak_rss_mb" in analysis else None),
              ("peak GPU memory", f"{analysis['peak_gpu_mb']} MiB" if "peak_gpu_mb" in analysis else None),
+             ("method", S.model_name(report, run["config"])),
              ("parameters trained", f"{training['trainable_parameters']:,} of {training['total_parameters']:,}"
-              if "trainable_parameters" in training else None)]
+              if "total_parameters" in training else training.get("trainable_parameters"))]
     facts += [(f"hardware: {k}", v) for k, v in (meta.get("hardware") or {}).items()]
     facts += [(f"data {k}", f"{d.get('path')}<br><code>sha256 {d.get('sha256')}</code>")
               for k, d in (meta.get("data") or {}).items() if isinstance(d, dict)]
@@ -119,9 +120,12 @@ def render_run(run_dir: str | Path) -> str:
     run = load_run(Path(run_dir))
     report = run["report"]
     test = report["metrics"].get(report.get("test_split", "test"), {})
+    name = S.model_name(report, run["config"])
     parts = [
-        ("before-after", "Before / after", S.before_after(report, run["rows"], run["baselines"]),
-         "The fine-tuned model and each baseline on the same test split."),
+        ("before-after", "Before / after", S.before_after(report, run["rows"], run["baselines"], name=name),
+         f"The {S.esc(name)} model and each baseline on the same test split."),
+        ("prompting", "Prompting", S.prompting(report.get("prompting")),
+         "The untuned model scored with a prompt: label descriptions (encoders) or label words (decoders)."),
         ("curves", "Training", S.curves(run["metrics_log"], report.get("main_metric", "accuracy")), ""),
         ("classes", "Classes", S.classes(test), ""),
         ("calibration", "Calibration", S.calibration(test, run["rows"]), ""),

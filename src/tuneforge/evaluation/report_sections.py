@@ -49,37 +49,50 @@ def indices(rows: Sequence[dict[str, Any]], key: str, index: dict[str, int]) -> 
     return np.array([index.setdefault(r[key], len(index)) for r in rows])
 
 
+UNTRAINED_NAMES = {"zero_shot": "zero-shot (no training)", "icl": "in-context (no training)", "setfit": "SetFit"}
+
+
+def model_name(report: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    """What the run's own model is called on the page: ``fine-tuned``, or the prompting method that made it."""
+    method = ((config or {}).get("fewshot") or {}).get("method") or report.get("training", {}).get("method")
+    if report.get("training", {}).get("steps") == 0 and method not in UNTRAINED_NAMES:
+        method = "zero_shot"  # train.epochs 0: evaluated as is
+    return UNTRAINED_NAMES.get(method, "fine-tuned")
+
+
 def before_after(report: dict[str, Any], rows: list[dict[str, Any]], baselines: dict[str, list[dict[str, Any]]],
-                 seed: int = 0) -> str:
-    """Each model's accuracy and macro F1 with bootstrap 95% CIs, and the paired tests of the tuned model
-    against each baseline: McNemar (exact and mid-p) on accuracy, approximate randomisation on macro F1."""
+                 seed: int = 0, name: str = "fine-tuned") -> str:
+    """Each model's accuracy and macro F1 with bootstrap 95% CIs, and the paired tests of the run's model
+    (``name``: fine-tuned, or a prompting method) against each baseline: McNemar (exact and mid-p) on accuracy,
+    approximate randomisation on macro F1."""
     split = report.get("test_split", "test")
     if not rows:
         tuned = report["metrics"].get(split, {})
         out = [[esc(n), pct(m.get("accuracy")), pct(m.get("macro_f1"))] for n, m in report["baselines"].items()]
-        out.append(["<b>fine-tuned</b>", pct(tuned.get("accuracy")), pct(tuned.get("macro_f1"))])
+        out.append([f"<b>{esc(name)}</b>", pct(tuned.get("accuracy")), pct(tuned.get("macro_f1"))])
         return table(["model", "accuracy", "macro F1"], out) + "<p class=note>No per-example predictions were " \
             "saved for this run, so no intervals or paired tests.</p>"
     index: dict[str, int] = {}
     gold = indices(rows, "gold", index)
-    preds = {"fine-tuned": indices(rows, "predicted", index)}
-    preds.update({name: indices(b, "predicted", index) for name, b in baselines.items()})
+    own = indices(rows, "predicted", index)
+    preds = {name: own}
+    preds.update({b_name: indices(b, "predicted", index) for b_name, b in baselines.items() if b_name != name})
     out = []
-    for name, pred in preds.items():
+    for b_name, pred in preds.items():
         acc, f1 = stats.accuracy(gold, pred), stats.macro_f1(gold, pred)
-        row = [f"<b>{esc(name)}</b>" if name == "fine-tuned" else esc(name),
+        row = [f"<b>{esc(b_name)}</b>" if pred is own else esc(b_name),
                f"{pct(acc)} {ci(*stats.bootstrap_ci(stats.accuracy, gold, pred, seed=seed))}",
                f"{pct(f1)} {ci(*stats.bootstrap_ci(stats.macro_f1, gold, pred, seed=seed))}"]
-        if name == "fine-tuned":
+        if pred is own:
             row += ["", ""]
         else:
-            m = stats.mcnemar(preds["fine-tuned"] == gold, pred == gold)
-            ar = stats.approximate_randomisation(stats.macro_f1, gold, preds["fine-tuned"], pred, seed=seed)
+            m = stats.mcnemar(own == gold, pred == gold)
+            ar = stats.approximate_randomisation(stats.macro_f1, gold, own, pred, seed=seed)
             row += [f"{m['b']} vs {m['c']}: p {p_value(m['p_exact'])}, mid-p {p_value(m['p_mid'])}",
                     f"Δ {100 * ar['difference']:+.1f} pts, p {p_value(ar['p_value'])}"]
         out.append(row)
     return table(["model", "accuracy % [95% CI]", "macro F1 % [95% CI]",
-                  "McNemar vs fine-tuned (rows only it / only this baseline gets right)",
+                  f"McNemar vs {esc(name)} (rows only it / only this baseline gets right)",
                   "approx. randomisation, macro F1"], out) + \
         f"<p class=note>{len(rows)} {esc(split)} examples; intervals: percentile bootstrap, 1,000 resamples; " \
         "approximate randomisation: 1,000 rounds. p &lt; 0.05 in bold.</p>"
@@ -175,3 +188,22 @@ def errors(rows: list[dict[str, Any]], explanations: dict[str, Any] | None, n: i
     return (legend + f"<h3>Most confident wrong predictions</h3>{wrong or '<p>none</p>'}"
             f"<h3>Least confident right predictions</h3>{right}"
             f"<h3>Most frequent confusions</h3>{table(['gold', 'predicted', 'rows', 'examples'], conf)}")
+
+
+# ---------------------------------------------------------------- prompting (runs without training)
+def prompting(details: dict[str, Any] | None) -> str:
+    """How a zero-shot or in-context run scored each split: the mode, prompt length, the shared demonstrations and
+    the queries that lost demonstrations to the token budget."""
+    if not details:
+        return ""
+    rows, overflow = [], []
+    for split, d in details.items():
+        demos = d.get("demonstrations") or []
+        rows.append([esc(split), esc(d.get("mode", "")), d.get("mean_prompt_tokens", "–"),
+                     len(demos) if demos else "–", d.get("overflow_count", 0)])
+        overflow += [[esc(split), esc(o["id"]), o["demonstrations_dropped"], o["demonstrations_kept"]]
+                     for o in (d.get("overflow") or [])[:10]]
+    out = table(["split", "mode", "mean prompt tokens", "shared demonstrations", "queries over the budget"], rows)
+    if overflow:
+        out += "<h3>Queries that lost demonstrations</h3>" + table(["split", "row", "dropped", "kept"], overflow)
+    return out

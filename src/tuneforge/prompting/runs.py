@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tuneforge.io_utils import atomic_write_json
@@ -46,20 +47,69 @@ def setup_fewshot(cfg: Any, prepared: Any, run_dir: Path | None) -> None:
 # ---------------------------------------------------------------- predictions without training
 def untrained_predictions(cfg: Any, prepared: Any, split: str) -> tuple[list[Any], dict[str, Any]]:
     """Label probabilities for one split from the untuned model, and what the prompting did (ICL overflow)."""
-    task, spec = prepared.task, prepared.task.prompt
-    examples = prepared.data.splits[split]
+    return untrained_probabilities(cfg, prepared.task, prepared.resolved.path, prepared.tokenizer,
+                                   prepared.data.splits[split], prepared.data.splits.get("train", []))
+
+
+def untrained_probabilities(cfg: Any, task: Any, model_path: str, tokenizer: Any, examples: list[dict[str, Any]],
+                            pool: list[dict[str, Any]]) -> tuple[list[list[float]], dict[str, Any]]:
+    """(N, L) label probabilities of parsed ``examples`` with no training: label-description similarity for an
+    encoder, verbaliser likelihood for a decoder (with ``fewshot.k`` demonstrations from ``pool`` when the method
+    is icl); and what the prompting did."""
+    spec = task.prompt
     if not getattr(task, "needs_lm_head", False):
         if cfg.fewshot.method == "icl":
             raise ValueError("fewshot.method icl needs a decoder (task classification_generative, e.g. smollm2)")
         from tuneforge.evaluation.baselines import mean_pooled_embedder
         from tuneforge.prompting.zero_shot import description_scores
 
-        embed = mean_pooled_embedder(prepared.resolved.path, prepared.tokenizer)
+        embed = mean_pooled_embedder(model_path, tokenizer)
         scores = description_scores([ex["text"] for ex in examples], task.labels, spec, embed)
         return [row.tolist() for row in torch.softmax(scores / 0.05, -1)], {"mode": "description_similarity"}
-    result = decoder_scores(cfg, prepared.resolved.path, task, examples, prepared.data.splits["train"])
+    result = decoder_scores(cfg, model_path, task, examples, pool)
     return [row.tolist() for row in result.log_probs.exp()], {"mode": "icl" if cfg.fewshot.method == "icl" else
                                                               "zero_shot", **result.summary()}
+
+
+def predict_untrained(cfg: Any, items: list[str | dict[str, Any]]) -> list[dict[str, Any]]:
+    """``tuneforge predict --zero-shot CONFIG``: classify ``items`` with the config's untuned model, the way a
+    zero-shot (or, with ``fewshot.method: icl``, in-context) run scores its test split; one row per item in the
+    shape ``predict`` gives for a trained run. The label set is ``data.labels``, else the prompt's (verbaliser or
+    descriptions), else the train file's labels; the train file is also the demonstration pool for icl."""
+    import copy
+    from types import SimpleNamespace
+
+    from tuneforge.config_typing import ConfigError
+    from tuneforge.models import load_tokenizer, resolve_model
+    from tuneforge.prompting.templates import prompt_labels
+    from tuneforge.run import make_task, prepare
+
+    if cfg.task not in ("classification", "classification_generative"):
+        raise ConfigError(f"prediction without training covers tasks classification and classification_generative; "
+                          f"the config's task is {cfg.task}")
+    if cfg.data.multi_label:
+        raise ConfigError("prediction without training covers single-label classification (data.multi_label is set)")
+    cfg = copy.deepcopy(cfg)
+    labels = cfg.data.labels or prompt_labels(cfg.fewshot)
+    if labels:
+        cfg.data.labels = list(labels)
+    pool: list[dict[str, Any]] = []
+    if cfg.data.train and (not labels or cfg.fewshot.method == "icl"):  # labels or demonstrations from the data
+        prepared = prepare(cfg, encode=False)
+        task, model_path, tokenizer = prepared.task, prepared.resolved.path, prepared.tokenizer
+        pool = prepared.data.splits["train"]
+    elif labels:
+        resolved = resolve_model(cfg.model)
+        tokenizer = load_tokenizer(resolved.path)
+        task, model_path = make_task(cfg, resolved), resolved.path
+        task.setup([], tokenizer)
+    else:
+        raise ConfigError("prediction without training needs the label set: data.labels, a verbaliser or "
+                          "descriptions in fewshot (or its prompt file), or data.train to read them from")
+    setup_fewshot(cfg, SimpleNamespace(task=task, data=SimpleNamespace(splits={}, shots=None)), None)
+    examples = [task.parse_input(item) for item in items]
+    probs, _ = untrained_probabilities(cfg, task, model_path, tokenizer, examples, pool)
+    return [task.format_prediction(p, ex) for p, ex in zip(probs, examples)]
 
 
 def decoder_scores(cfg: Any, model_path: str, task: Any, examples: list[dict[str, Any]],
@@ -91,17 +141,19 @@ def _similarity(embedder: str, queries: list[str], pool: list[str]) -> torch.Ten
     return q @ p.T
 
 
-def evaluate_untrained(cfg: Any, prepared: Any, baselines: dict[str, Any], run_dir: Path, main: bool) -> dict:
-    """The report of a run that trains nothing, in the usual shape: ``metrics.<split>`` are the prompted model's."""
+def evaluate_untrained(cfg: Any, prepared: Any, baselines: dict[str, Any], run_dir: Path, main: bool,
+                       baseline_predictions: dict[str, list[Any]] | None = None) -> dict:
+    """The report of a run that trains nothing, in the usual shape: ``metrics.<split>`` are the prompted model's;
+    ``report.html`` from the test split's probabilities and the baselines' predictions per test row."""
     from tuneforge.evaluation.report import build_report, comparison_table, write_report
 
     start = time.perf_counter()
-    metrics, details, labels = {}, {}, {}
+    metrics, details, labels, probs = {}, {}, {}, {}
     for split in ("validation", "test"):
         if split in prepared.data.splits:
-            preds, details[split] = untrained_predictions(cfg, prepared, split)
-            metrics[split] = prepared.task.metrics(preds, prepared.data.splits[split])
-            labels[split] = [prepared.task.labels[max(range(len(p)), key=p.__getitem__)] for p in preds]
+            probs[split], details[split] = untrained_predictions(cfg, prepared, split)
+            metrics[split] = prepared.task.metrics(probs[split], prepared.data.splits[split])
+            labels[split] = [prepared.task.labels[max(range(len(p)), key=p.__getitem__)] for p in probs[split]]
     test_name = prepared.test_split
     report = build_report(prepared.task.name, cfg.model, prepared.task.main_metric, metrics, baselines, {
         "test_split": test_name,
@@ -114,10 +166,55 @@ def evaluate_untrained(cfg: Any, prepared: Any, baselines: dict[str, Any], run_d
         atomic_write_json(run_dir / "task.json", {"name": prepared.task.name, "state": prepared.task.state()})
         write_report(run_dir, report)
         atomic_write_json(run_dir / "predictions.json", labels)  # no weights to predict with later
+        write_untrained_page(cfg, prepared, run_dir, probs.get(test_name), baseline_predictions or {})
         print(f"\nWithout training, on the {test_name} split ({len(prepared.data.splits[test_name])} examples):")
         print(comparison_table(report, test_name))
         print(f"\nrun directory: {run_dir}")
     return report
+
+
+def write_untrained_page(cfg: Any, prepared: Any, run_dir: Path, probs: list[list[float]] | None,
+                         baseline_predictions: dict[str, list[Any]]) -> Path:
+    """``predictions/`` (the prompted model's test rows and each baseline's), the counterfactual tests, then
+    ``report.html``: the page a trained run gets, less what needs weights (curves, explanations)."""
+    from tuneforge.evaluation import predictions as P
+    from tuneforge.evaluation.analysis import peak_memory_mb, read_options
+    from tuneforge.evaluation.html_report import write_html_report
+    from tuneforge.evaluation.slices import read_columns
+    from tuneforge.tracking import log_run_files
+
+    start = time.perf_counter()
+    task, test = prepared.task, prepared.data.splits.get(prepared.test_split, [])
+    single_label = task.name == "classification_generative" or (task.name == "classification"
+                                                                 and not task.multi_label)
+    if single_label and probs is not None and test:
+        meta = read_columns(test, cfg.eval.slices, read_options(cfg.data, task), cfg.data.format)
+        rows = P.tuned_rows(test, np.asarray(probs), task.labels, meta)  # argmax, as the metrics decide
+        P.save_predictions(run_dir, rows, {name: P.baseline_rows(preds, task.labels)
+                                           for name, preds in baseline_predictions.items()})
+        if cfg.eval.counterfactuals:
+            _counterfactuals(cfg, prepared, run_dir)
+        atomic_write_json(run_dir / P.FOLDER / "analysis.json", {
+            "analysis_seconds": round(time.perf_counter() - start, 2), **peak_memory_mb()})
+    page = write_html_report(run_dir)
+    log_run_files(run_dir, cfg.train.trackers)
+    return page
+
+
+def _counterfactuals(cfg: Any, prepared: Any, run_dir: Path) -> None:
+    """The counterfactual template pairs scored by the prompted model, as a trained run scores them."""
+    from tuneforge.evaluation.counterfactual import load_cases, resolve_template_file, run_counterfactuals
+
+    task = prepared.task
+    path = resolve_template_file(cfg.eval.counterfactuals, base=run_dir)
+
+    def predict(texts: list[str]) -> Any:
+        examples = [task.parse_input(t) for t in texts]
+        return np.asarray(untrained_probabilities(cfg, task, prepared.resolved.path, prepared.tokenizer, examples,
+                                                  prepared.data.splits.get("train", []))[0])
+
+    result = run_counterfactuals(load_cases(path), predict, task.labels)
+    atomic_write_json(run_dir / "counterfactuals.json", {"file": str(path), **result})
 
 
 def decoder_zero_shot(task: Any, test: list[dict[str, Any]]) -> list[Any]:

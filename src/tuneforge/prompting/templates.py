@@ -90,6 +90,17 @@ def load_prompt_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def prompt_labels(fewshot: Any) -> list[str]:
+    """The labels a prompt names (its verbaliser's keys, else its descriptions'), inline keys over the file's;
+    ``[]`` when neither names any. Lets a model classify with no data at all."""
+    raw = load_prompt_file(fewshot.prompt) if fewshot.prompt else {}
+    for key in ("verbaliser", "descriptions"):
+        given = getattr(fewshot, key, None) or raw.get(key)
+        if given:
+            return [str(k) for k in given]
+    return []
+
+
 def prompt_spec(fewshot: Any, labels: Sequence[str], base: str | Path | None = None) -> PromptSpec:
     """The ``fewshot`` section's prompt for ``labels``: the file ``fewshot.prompt`` (relative to ``base``), then
     the inline keys over it, then defaults from the label names."""
