@@ -159,3 +159,35 @@ def test_predict_zero_shot_without_data(tiny_bert_dir, tiny_llama_dir, tmp_path,
     assert "needs the label set" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--zero-shot", str(enc), "--input", str(enc)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- k-shot draws from records in memory
+def test_shots_per_class_applies_to_records_in_memory(tiny_bert_dir, tmp_path):
+    """data.shots_per_class draws K per class from in-memory train records exactly as from the same rows in a
+    file (same seed, same rows), and the run records the draw."""
+    import csv
+
+    from tuneforge.run import prepare
+
+    splits = {}
+    for name, n, seed in (("train", 40, 0), ("validation", 10, 1), ("test", 10, 2)):
+        write_toy_csv(tmp_path / f"{name}.csv", n=n, seed=seed)
+        with open(tmp_path / f"{name}.csv", newline="") as fh:
+            splits[name] = list(csv.DictReader(fh))
+    raw = {"model": str(tiny_bert_dir), "output_dir": str(tmp_path / "run"), "seed": 7,
+           "data": {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "validation.csv"),
+                    "test": str(tmp_path / "test.csv"), "shots_per_class": 3},
+           "train": {"epochs": 1, "batch_size": 8, "progress": False, "precision": "fp32", "trackers": []},
+           "eval": {"baselines": []}}
+    from_file = prepare(config_from_dict(raw), encode=False).data
+    in_memory = prepare(config_from_dict(raw), records=splits, encode=False).data
+    assert in_memory.shots is not None and in_memory.shots.per_class == {"negative": 3, "positive": 3}
+    assert [ex["text"] for ex in in_memory.splits["train"]] == [ex["text"] for ex in from_file.splits["train"]]
+    assert all(i.startswith("<train>:") for i in in_memory.shots.ids)
+    assert len(in_memory.splits["validation"]) == len(in_memory.splits["test"]) == 10  # held-out splits stay whole
+    other_seed = prepare(config_from_dict({**raw, "seed": 8}), records=splits, encode=False).data
+    assert other_seed.shots.ids != in_memory.shots.ids  # another seed, another draw
+
+    result = train(config_from_dict(raw), records=splits)
+    shots = json.loads((result.run_dir / "shots.json").read_text())
+    assert shots["per_class"] == {"negative": 3, "positive": 3} and shots["ids"] == in_memory.shots.ids

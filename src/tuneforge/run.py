@@ -157,8 +157,14 @@ def _parse_records(records: dict[str, list[Record]], task: Task, cfg: RunConfig)
             rows = [r if LOC in r else {**r, LOC: f"<{name}>:{i + 1}"} for i, r in enumerate(tables[name])]
             rows = rename_columns(rows, cfg.data.columns, f"<{name}>")
             splits[name] = task.parse(rows, bad)
+    shots = None
+    if cfg.data.shots_per_class:  # few-shot: K per class from the train records, drawn as from a train file
+        from tuneforge.prompting.shots import draw_shots
+
+        shots = draw_shots(splits["train"], cfg.data.shots_per_class, cfg.seed, task.stratify_key)
+        splits["train"] = shots.examples
     check_train_classes(splits["train"], "<train>", cfg.data.label_column, None)
-    return LoadedData(splits, {name: None for name in splits}, bad.rows)
+    return LoadedData(splits, {name: None for name in splits}, bad.rows, shots=shots)
 
 
 # ---------------------------------------------------------------- loading a run directory
