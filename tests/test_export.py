@@ -1,4 +1,5 @@
-"""``tuneforge export --merge``: merged LoRA/IA3 models reproduce the unmerged outputs and load without TuneForge."""
+"""``tuneforge export --merge``: merged LoRA/IA3 models reproduce the unmerged outputs and load without TuneForge
+(the per-format checks with the plain libraries are in test_export_formats.py)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ def test_export_merges_with_parity(task, method, tmp_path, monkeypatch, request,
     out = tmp_path / "export"
     assert main(["export", str(trained.run_dir), "--merge", str(out)]) == 0
     info = json.loads((out / "tuneforge.json").read_text())
-    assert info["parity"]["max_abs_diff"] <= 1e-4
+    assert info["parity"]["max_abs_diff"] <= 1e-4 and info["parity"]["merged_in_memory_diff"] <= 1e-4
     assert "data examples" in info["parity"]["probe"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md"):
         assert (out / name).is_file(), name
     has_head = any(not n.startswith("backbone.") for n, _ in trained.model.named_parameters())
-    assert (out / "head.safetensors").is_file() == has_head
+    head_in_class = info["format"] in ("sequence-classification", "token-classification", "question-answering")
+    assert (out / "head.safetensors").is_file() == (has_head and not head_in_class)
+    assert (out / "adapter" / "adapter_config.json").is_file()
 
     # the folder is a plain transformers model: no lora/ia3 tensors left, loads with AutoModel alone
     from safetensors.torch import load_file
@@ -62,9 +65,10 @@ def test_model_card_snippet_reproduces_the_classifier(pooling, tmp_path, monkeyp
     out = tmp_path / "export"
     assert main(["export", str(trained.run_dir), "--merge", str(out)]) == 0
     card = (out / "README.md").read_text()
-    for heading in ("## Data", "## Metrics", "## Parity", "## How to load", "## Config"):
+    for heading in ("## Data", "## Before / after fine-tuning", "## Parity", "## How to load", "## Config"):
         assert heading in card
-    code = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace('folder = "."', f'folder = "{out}"')
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    code = blocks[0 if pooling == "pooler" else 1].replace('folder = "."', f'folder = "{out}"')
     namespace: dict = {}
     monkeypatch.setattr("builtins.print", lambda *a, **k: None)
     exec(compile(code, "README.md", "exec"), namespace)
@@ -77,15 +81,13 @@ def test_export_refuses_unmergeable_methods_and_failed_parity(tmp_path, monkeypa
     trained = _train("classification", "lora", tmp_path, monkeypatch, request)
     from tuneforge import export
 
-    real_load = export._load_body
+    real_outputs = export.st_outputs
 
-    def corrupted(folder, causal_lm):
-        body = real_load(folder, causal_lm)
-        with torch.no_grad():
-            body.get_input_embeddings().weight.add_(0.01 * torch.randn_like(body.get_input_embeddings().weight))
-        return body
+    def corrupted(folder, batch):
+        got, how = real_outputs(folder, batch)
+        return {"logits": got["logits"] + 0.01 * torch.randn_like(got["logits"])}, how
 
-    monkeypatch.setattr(export, "_load_body", corrupted)
+    monkeypatch.setattr(export, "st_outputs", corrupted)
     out = tmp_path / "export"
     assert main(["export", str(trained.run_dir), "--merge", str(out)]) == 1
     assert "parity check failed" in capsys.readouterr().err
