@@ -313,3 +313,21 @@ def test_fit_trains_on_streamed_features_as_on_the_list(tmp_path, tiny_bert_dir)
         log = (tmp_path / kind / "run" / "metrics.jsonl").read_text().splitlines()
         losses[kind] = [json.loads(line)["loss"] for line in log if json.loads(line).get("split") == "train"]
     assert losses["arrow"] and losses["arrow"] == losses["list"]
+
+
+def test_hub_dataset_is_read_through_load_dataset(monkeypatch, hf_folders):
+    """The hub path with ``datasets.load_dataset`` answered from a local DatasetDict (no network in tests)."""
+    datasets = pytest.importorskip("datasets")
+    local = datasets.load_from_disk(str(hf_folders / "dd"))
+    calls = []
+
+    def fake_load(name, config=None, split=None, revision=None):
+        calls.append((name, config, split, revision))
+        return local[split] if split else local
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    recs = read_file("hf://owner/sentiment?config=default&revision=v1", role="validation")  # dev, by the alias
+    assert [r["text"] for r in recs] == ["fine"] and recs[0]["label"] == "pos"
+    assert recs[0]["_loc"] == "hf://owner/sentiment?config=default&revision=v1:row 0"
+    assert read_file("hf://owner/sentiment?split=train", role="test")[1]["label"] == "neg"  # split= wins
+    assert calls == [("owner/sentiment", "default", None, "v1"), ("owner/sentiment", None, "train", None)]
