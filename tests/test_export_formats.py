@@ -335,3 +335,20 @@ def test_push_fails_in_one_line_offline_or_without_a_token(tmp_path, monkeypatch
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     assert main(["push", str(tmp_path), "me/x"]) == 1
     assert "no Hugging Face token" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- README
+def test_readme_use_your_model_elsewhere_runs(tmp_path, monkeypatch, request, capsys, no_network):
+    """The README's five lines, run on an export of a tiny classification run, print the predictor's label."""
+    pytest.importorskip("sentence_transformers")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use your model elsewhere", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"^```\n(.*?)^```", section, re.M | re.S)
+    assert len(code.strip().splitlines()) == 5
+    trained, _ = _train("classification", tmp_path, monkeypatch, request)
+    out = tmp_path / "exported"
+    _export(trained.run_dir, out)
+    capsys.readouterr()
+    exec(compile(code.replace("exported/banking77", str(out)), "README.md", "exec"), {})
+    want = Predictor.from_run_dir(trained.run_dir, precision="fp32").predict(["how do I change my PIN?"])[0]["label"]
+    assert capsys.readouterr().out.strip() == want

@@ -85,6 +85,7 @@ def export_run(run_dir: str | Path, out: str | Path, atol: float = 1e-4, dtype: 
     cfg, task, model = predictor.cfg, predictor.task, predictor.model.float().eval()
     target_dtype = _export_dtype(dtype, run_dir, task)
     batch, probe = parity_batch(task, cfg, len(task.tokenizer))
+    batch = _without_generation(model, batch)
     examples = len(next(iter(batch.values())))
     reference = _outputs(model, batch)
     peft_model = find_peft_model(model)
@@ -158,10 +159,29 @@ def parity_batch(task: Any, cfg: Any, vocab_size: int, n: int = 16) -> tuple[dic
         return {"input_ids": ids, "attention_mask": mask}, f"random tokens (data unavailable: {e})"
 
 
+LM_LOGIT_ROWS = 4  # rows whose full (T, vocab) logits a causal-LM check compares, beside the task outputs
+
+
 def _outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The task model's outputs; for causal LMs also the body's logits over the first rows' input ids."""
+    inputs = model_inputs(batch, next(model.parameters()).device)
     with torch.inference_mode():
-        out = model(**model_inputs(batch, next(model.parameters()).device))
-    return {k: v.detach().float().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
+        out = model(**inputs)
+        found = {k: v.detach().float().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
+        if getattr(model, "pad_id", None) is not None:  # CausalLM / LabelScorer: a language model body
+            rows = slice(0, LM_LOGIT_ROWS)
+            logits = model.backbone(input_ids=inputs["input_ids"][rows],
+                                    attention_mask=inputs["attention_mask"][rows]).logits
+            found["lm_logits"] = logits.float().cpu()
+    return found
+
+
+def _without_generation(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The parity batch of a generation run scores its reference answers and compares logits; decoding every prompt
+    (``sequences``) would only repeat that check at many times the cost."""
+    if hasattr(model, "decoding"):
+        return {k: v for k, v in batch.items() if k not in ("prompt_ids", "prompt_mask")}
+    return batch
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

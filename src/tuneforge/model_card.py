@@ -211,18 +211,20 @@ def build_card(run_dir: Path, cfg: Any, info: dict[str, Any], folder: str = ".",
     report = _read(run_dir / "report.json")
     test_name = report.get("test_split", "test")
     tuned = (report.get("metrics") or {}).get(test_name, {})
-    scalars = {k: float(v) for k, v in tuned.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    from tuneforge.evaluation.report import headline
+
+    scalars = {k: float(tuned[k]) for k in headline(tuned)}  # quality metrics, not calibration settings
     datasets = hub_datasets(cfg.data)
     pipeline = PIPELINE.get(info["task"], "text-classification")
     data_name = datasets[0] if datasets else _data_name(cfg.data)
     results = [EvalResult(task_type=pipeline, dataset_type=data_name, dataset_name=data_name, dataset_split=test_name,
-                          metric_type=k, metric_value=v) for k, v in scalars.items() if k != "count"]
+                          metric_type=k, metric_value=v) for k, v in scalars.items()]
     base = info["base_model"] if "/" in info["base_model"] else None
     library = {"sentence-transformers": "sentence-transformers", "adapter": "peft"}.get(info["format"],
                                                                                        "transformers")
     data = ModelCardData(
         base_model=base, license=license or UPSTREAM_LICENSE.get(cfg.model), datasets=datasets or None,
-        metrics=[k for k in scalars if k != "count"] or None, library_name=library, pipeline_tag=pipeline,
+        metrics=list(scalars) or None, library_name=library, pipeline_tag=pipeline,
         tags=["tuneforge", info["task"], info["method"] or "full-fine-tuning"],
         model_name=_title(cfg), eval_results=results or None)
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + render_card(
