@@ -76,6 +76,13 @@ def test_report_command_rebuilds_a_zero_shot_page(zero_shot_run):
     (run_dir / "report.html").unlink()
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / "report.html").read_text() == before
+    saved = (run_dir / "predictions" / "test.jsonl").read_text()
+    shutil.rmtree(run_dir / "predictions")
+    assert main(["report", str(run_dir), "--recompute"]) == 0  # no weights: the prompted model scores again
+    assert (run_dir / "predictions" / "test.jsonl").read_text() == saved
+    assert (run_dir / "predictions" / "baseline_majority.jsonl").is_file()
+    again = (run_dir / "report.html").read_text()
+    assert again[:again.index('<section id="card">')] == before[:before.index('<section id="card">')]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make setup-browser)")

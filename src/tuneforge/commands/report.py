@@ -22,8 +22,13 @@ def recompute(run_dir: Path) -> None:
     score zero-shot with label names, not a prompt file), counterfactuals, explanations."""
     from tuneforge.evaluation.analysis import finish_run_report
     from tuneforge.evaluation.baselines import score_baselines
-    from tuneforge.run import open_run, prepare
+    from tuneforge.prompting.runs import recompute_untrained, trains_nothing
+    from tuneforge.run import load_run_config, open_run, prepare
 
+    cfg = load_run_config(run_dir)
+    if trains_nothing(cfg):  # zero-shot / in-context: no weights, the prompted model scores again
+        recompute_untrained(run_dir, cfg)
+        return
     loaded = open_run(run_dir)
     prepared = prepare(loaded.cfg, encode=False)
     split = prepared.test_split

@@ -201,6 +201,21 @@ def write_untrained_page(cfg: Any, prepared: Any, run_dir: Path, probs: list[lis
     return page
 
 
+def recompute_untrained(run_dir: Path, cfg: Any) -> Path:
+    """``tuneforge report --recompute`` for a run that trained nothing: the prompted model and the baselines score
+    the test split again (there are no weights to load), then the page is rebuilt."""
+    from tuneforge.evaluation.baselines import score_baselines
+    from tuneforge.run import prepare
+
+    prepared = prepare(cfg, encode=False)
+    setup_fewshot(cfg, prepared, None)
+    kept: dict[str, list[Any]] = {}
+    score_baselines(cfg.eval.baselines, prepared.task, prepared.resolved, prepared.tokenizer,
+                    prepared.data.splits["train"], prepared.data.splits.get(prepared.test_split, []), keep=kept)
+    probs, _ = untrained_predictions(cfg, prepared, prepared.test_split)
+    return write_untrained_page(cfg, prepared, run_dir, probs, kept)
+
+
 def _counterfactuals(cfg: Any, prepared: Any, run_dir: Path) -> None:
     """The counterfactual template pairs scored by the prompted model, as a trained run scores them."""
     from tuneforge.evaluation.counterfactual import load_cases, resolve_template_file, run_counterfactuals
