@@ -3,7 +3,7 @@ config switch or a condition under which it applies, and enters ``fit()`` throug
 
 | name             | what it saves                                                        | switch / condition            |
 |------------------|----------------------------------------------------------------------|-------------------------------|
-| memory keeping   | page faults of the big per-step gradient blocks (glibc keeps them)   | always (allocator.py)         |
+| memory keeping   | page faults of the big per-step gradient blocks (glibc keeps them)   | encoders (allocator.py)       |
 | fast dropout     | cheaper dropout masks on CPU, attention included                     | train.fast_dropout            |
 | feature cache    | the frozen bottom of head_only / top_k runs runs once, not per epoch  | train.feature_cache           |
 | active vocabulary| word-embedding rows no training token uses get no dense gradient     | train.active_vocab, AdamW     |
@@ -23,7 +23,7 @@ from torch import nn
 
 from tuneforge.tasks.base import Feature, Task
 from tuneforge.training import active_vocab
-from tuneforge.training.allocator import keep_freed_memory
+from tuneforge.training.allocator import keep_freed_memory, mmap_threshold_mb
 from tuneforge.training.fast_dropout import use_fast_dropout
 from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.steps import clip_in_fused_step, fused_adamw
@@ -74,7 +74,9 @@ def install(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequenc
             device: torch.device, autocast_dtype: torch.dtype | None, has_loss_terms: bool,
             verbose: bool) -> Speedups:
     """Apply every speed-up that ``cfg`` (the train section) allows to this model and data."""
-    keep_freed_memory()  # glibc: reuse the big per-step gradient blocks instead of page-faulting them anew
+    # glibc: reuse big per-step gradient blocks (encoders), or map mid-size activations (causal LMs): allocator.py
+    decoder_body = task.needs_lm_head or getattr(task, "model_kind", "encoder") == "decoder"  # e.g. SmolLM2 + a head
+    keep_freed_memory(mmap_threshold_mb(decoder_body))
     if cfg.fast_dropout:
         use_fast_dropout(model)  # same drop rates and scaling, cheaper masks on CPU (fast_dropout.py)
     if cfg.feature_cache:  # head_only / top_k: the frozen bottom runs once here, not every epoch (feature_cache.py)
