@@ -20,6 +20,7 @@ from tuneforge.config_sections import (
     HeadConfig,
     LossConfig,
     PeftConfig,
+    RecommendConfig,
     RunConfig,
     SpanConfig,
     SplitConfig,
@@ -38,6 +39,7 @@ __all__ = [
     "HeadConfig",
     "LossConfig",
     "PeftConfig",
+    "RecommendConfig",
     "RunConfig",
     "SpanConfig",
     "SplitConfig",
@@ -124,6 +126,7 @@ _CHOICES = {
     ("continual", "scenario"): ("task_incremental", "class_incremental", "domain_incremental"),
     ("continual", "strategy"): ("naive", "replay", "ewc", "lwf", "adapter_per_stage", "joint"),
     ("continual", "replay_sampling"): ("reservoir", "class_balanced"),
+    ("recommend", "split"): ("leave_last_out", "last_fraction"),
 }
 
 
@@ -190,6 +193,9 @@ def resolve_data_paths(cfg: RunConfig, base: Path) -> None:
 
     if cfg.fewshot.prompt:
         cfg.fewshot.prompt = resolve(cfg.fewshot.prompt)
+    for name in ("items", "item_tags"):  # the recommendation task's item table and tags file
+        if getattr(cfg.recommend, name):
+            setattr(cfg.recommend, name, resolve(getattr(cfg.recommend, name)))
     for name in ("train", "validation", "test"):
         value = getattr(cfg.data, name)
         if isinstance(value, list):

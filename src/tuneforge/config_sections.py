@@ -370,6 +370,50 @@ class SearchConfig:
 
 
 @dataclass
+class RecommendConfig:
+    """Options of the recommendation task: data.train is the interaction log, one row per (user, item, time)."""
+
+    items: str | None = _f(None, "Item table (CSV/TSV): one row per item with an id column and text columns.")
+    item_tags: str | None = _f(None, "Optional CSV of free-text tags per item (item id and tag columns); each "
+                                     "item's distinct tags fill the {tags} field of recommend.item_template.")
+    item_id_column: str = _f("item_id", "Item id column of the item table, the tags file and the log.")
+    user_column: str = _f("user_id", "User id column of the interaction log.")
+    time_column: str = _f("timestamp", "Time column of the log (numbers, e.g. Unix seconds): orders each user's "
+                                       "interactions for the split and the histories.")
+    rating_column: str | None = _f(None, "Optional rating column of the log, used with min_rating.")
+    min_rating: float | None = _f(None, "Keep only interactions rated at least this; null = every interaction "
+                                        "is a positive (implicit feedback).")
+    tag_column: str = _f("tag", "Tag column of recommend.item_tags.")
+    list_delimiter: str = _f("|", "Delimiter of list-valued item fields (e.g. genres 'Comedy|Drama'); shown "
+                                  "joined with ', '.")
+    split: str = _f("leave_last_out", "Per-user split by time: leave_last_out (the last interaction is test, the "
+                                      "one before validation) | last_fraction (the last test_fraction of each "
+                                      "user's interactions are test, the one before validation).")
+    test_fraction: float = _f(0.2, "last_fraction: share of each user's interactions (rounded, at least 1) "
+                                   "held out for test.")
+    min_interactions: int = _f(3, "Users with fewer interactions are only used for training.")
+    history_length: int = _f(20, "Most recent items, before the target, that make up the user's text.")
+    history_template: str = _f("{title}", "Text of one history item: item-table columns (and {tags}) in braces; "
+                                          "the user's text is these, most recent first, joined with '; '.")
+    item_template: str = _f("{title}. {genres}. {tags}", "Text of an item to score: item-table columns and {tags} "
+                                                          "in braces; empty fields and their separators drop out.")
+    item_max_length: int = _f(48, "Tokens per item text (data.max_length applies to the user's text).")
+    targets_per_user: int | None = _f(20, "Training examples per user: a seeded sample of this many of the user's "
+                                          "training interactions as targets (each with its own earlier history); "
+                                          "null = all of them.")
+    hard_negatives: int = _f(2, "Sampled negatives per training example besides the in-batch ones: items drawn "
+                                "with probability popularity^negative_power, never one of the user's positives.")
+    negative_power: float = _f(0.75, "Exponent on training popularity for drawing negatives (0 = uniform).")
+    temperature: float = _f(0.05, "Softmax temperature of the in-batch loss over cosine similarities.")
+    top_k: int = _f(10, "K of HR@K, NDCG@K and coverage@K.")
+    cold_start_max: int = _f(5, "The cold-start slice: test targets with at most this many training interactions.")
+    bootstrap: int = _f(1000, "Bootstrap resamples of the metrics' 95% intervals; 0 = no intervals.")
+    als_factors: int = _f(64, "Baseline als: latent factors of implicit's AlternatingLeastSquares.")
+    als_iterations: int = _f(15, "Baseline als: ALS iterations.")
+    als_regularization: float = _f(0.05, "Baseline als: L2 regularisation.")
+
+
+@dataclass
 class RunConfig:
     model: str = _f("minilm", "minilm | smollm2 | mpnet | me5-small | a local path | a hub id.")
     task: str = _f("classification", "Task name from the task registry.")
@@ -387,6 +431,7 @@ class RunConfig:
     assistant: AssistantConfig = _f(None, "The customer-service assistant built on this run (tuneforge assist).")
     generation: GenerationConfig = _f(None, "Generative tasks: data schema, packing and decoding.")
     span: SpanConfig = _f(None, "Span-task options (ner, relation, qa).")
+    recommend: RecommendConfig = _f(None, "Recommendation task: item table, time split, user text, negatives.")
     search: SearchConfig = _f(None, "Hyper-parameter search (tuneforge search); tuneforge train ignores it.")
     continual: ContinualConfig = _f(None, "Continual learning: a sequence of stages (tuneforge continual).")
     source: str | None = field(default=None, metadata={"help": "The YAML file this came from.", "internal": True})

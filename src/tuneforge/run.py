@@ -44,7 +44,7 @@ def set_threads(n: int | None) -> None:
 def make_task(cfg: RunConfig, resolved: ResolvedModel) -> Task:
     """The configured task, built from explicit sections (never the whole config)."""
     return build_task(cfg.task, TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind=resolved.kind,
-                                            span=cfg.span, generation=cfg.generation,
+                                            span=cfg.span, generation=cfg.generation, recommend=cfg.recommend,
                                             model_path=resolved.path))
 
 
@@ -121,7 +121,11 @@ def prepare(cfg: RunConfig, records: dict[str, list[Record]] | None = None, enco
     tokenizer = load_tokenizer(resolved.path)
     check_max_length(cfg, model_length_limit(resolved.path, tokenizer))  # data.max_length within the positions
     task = make_task(cfg, resolved)
-    data = load_splits(cfg.data, task, cfg.seed) if records is None else _parse_records(records, task, cfg)
+    own_loader = getattr(task, "load_data", None)  # a task that reads and splits its own files (recommendation)
+    if records is None:
+        data = own_loader(cfg.data, cfg.seed) if own_loader else load_splits(cfg.data, task, cfg.seed)
+    else:
+        data = _parse_records(records, task, cfg)
     task.setup(data.splits["train"], tokenizer)  # label set, tokenizer, chat template: before anything encodes
     prepared = Prepared(cfg, resolved, tokenizer, task, data)
     if encode:

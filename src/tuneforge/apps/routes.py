@@ -1,6 +1,6 @@
 """The application routes ``tuneforge serve`` adds for a run: the assistant (``POST /v1/assist``,
-``/v1/feedback``) for a classification run whose config names an answers file, and the OpenAI-compatible
-``POST /v1/chat/completions`` for a generative run."""
+``/v1/feedback``) for a classification run whose config names an answers file, the OpenAI-compatible
+``POST /v1/chat/completions`` for a generative run, and ``POST /v1/recommend`` for a recommendation run."""
 
 from __future__ import annotations
 
@@ -21,4 +21,10 @@ def add_run_routes(app: Any, predictor: Any) -> list[str]:
 
         add_assistant_routes(app, Assistant.from_predictor(predictor))
         return ["/v1/assist", "/v1/feedback"]
+    if name == "recommendation":
+        from tuneforge.apps.recommend import Recommender
+        from tuneforge.apps.recommend.routes import add_recommend_routes
+
+        add_recommend_routes(app, Recommender.from_predictor(predictor))
+        return ["/v1/recommend"]
     return []

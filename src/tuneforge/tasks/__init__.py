@@ -6,6 +6,7 @@ from tuneforge.tasks import (  # noqa: F401  (each registers itself)
     generation,
     ner,
     qa,
+    recommendation,
     relation,
 )
 from tuneforge.tasks.base import TASKS, Task, TaskContext, build_task

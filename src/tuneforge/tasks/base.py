@@ -9,7 +9,14 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from tuneforge.config_sections import DataConfig, GenerationConfig, HeadConfig, LossConfig, SpanConfig
+from tuneforge.config_sections import (
+    DataConfig,
+    GenerationConfig,
+    HeadConfig,
+    LossConfig,
+    RecommendConfig,
+    SpanConfig,
+)
 from tuneforge.data.readers import BadRows, Record
 from tuneforge.registry import Registry
 
@@ -29,6 +36,7 @@ class TaskContext:
     generation: GenerationConfig | None = None  # schema, packing and decoding of the generative tasks
     model_path: str | None = None  # the untuned model, for baselines that need the LM itself (zero-shot generation)
     span: SpanConfig | None = None  # options of the span tasks (ner, relation, qa)
+    recommend: RecommendConfig | None = None  # options of the recommendation task
     language: str = "auto"  # what the text metrics assume: auto | en | zh (eval.language)
 
 

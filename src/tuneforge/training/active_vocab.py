@@ -110,13 +110,16 @@ class ActiveRowsEmbedding(nn.Module):
 
 
 def used_token_ids(features: Sequence[dict[str, Any]], extra: Sequence[int | None] = ()) -> torch.Tensor | None:
-    """Sorted unique token ids over ``features[*]["input_ids"]`` plus ``extra``; None when a feature has none."""
+    """Sorted unique token ids over ``features[*]["input_ids"]`` and any other ``*input_ids`` key (the item texts of
+    a bi-encoder; a list of id lists is flattened) plus ``extra``; None when a feature has no ``input_ids``."""
     seen: set[int] = set()
     for f in features:
-        ids = f.get("input_ids")
-        if ids is None:
+        if f.get("input_ids") is None:
             return None
-        seen.update(ids.tolist() if isinstance(ids, torch.Tensor) else ids)
+        for key, ids in f.items():
+            if key.endswith("input_ids"):
+                ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
+                seen.update([i for row in ids for i in row] if ids and isinstance(ids[0], list) else ids)
     seen.update(i for i in extra if i is not None)
     return torch.tensor(sorted(seen), dtype=torch.long)
 
