@@ -319,3 +319,63 @@ def test_distance_score_is_stored_and_applied_at_prediction(intent_run, tmp_path
     stored = json.loads((run / "calibration.json").read_text())
     assert np.allclose([r["oos_score"] for r in out], expected, atol=1e-5)
     assert [r["unknown"] for r in out] == [bool(e < stored["threshold"]) for e in expected]
+
+
+# ----- optional rewording: a rewrite is used only when it says what the template says -----
+
+
+@pytest.mark.parametrize("rewrite, reason", [
+    ("Good news! Cards arrive within 2 days, and you can track yours in the app.", None),
+    ("Cards arrive within 3 days; track yours in the app.", "drops '2"),
+    ("Cards arrive within 2 days; call 555-0100 or track yours in the app.", "adds '555-0100'"),
+    ("Thanks for asking about 2 days in the app.", "content words"),
+    ("", "empty rewrite"),
+])
+def test_rewrite_check(rewrite, reason):
+    from tuneforge.apps.assistant.reword import check_rewrite
+
+    got = check_rewrite("Cards arrive within 2 days; track yours in the app.", rewrite, keep=["2 days", "the app"])
+    assert got is None if reason is None else reason in got
+
+
+def test_rewording_keeps_the_template_when_the_rewrite_changes_a_fact(intent_run, tiny_bert_dir):
+    from tuneforge.apps.assistant.reword import Rewriter
+
+    seen = []
+
+    def good(messages, budget):
+        seen.append((messages, budget))
+        return "Sure! Cards arrive within 2 days - you can track yours in the app."
+
+    bot = _assistant(intent_run, tiny_bert_dir, threshold=0.0, rewriter=Rewriter(good))
+    r = bot.reply("my card has not arrived yet", slots={"days": "2 days"})
+    assert r["answer"] == "Sure! Cards arrive within 2 days - you can track yours in the app."
+    assert r["reword"] == {"used": True, "template_answer": "Cards arrive within 2 days; track yours in the app."}
+    assert "my card has not arrived yet" in seen[0][0][-1]["content"] and seen[0][1] > 10
+
+    bad = _assistant(intent_run, tiny_bert_dir, threshold=0.0,
+                     rewriter=Rewriter(lambda m, n: "Cards arrive within 10 days; track yours in the app."))
+    r = bad.reply("my card has not arrived yet", slots={"days": "2 days"})
+    assert r["answer"] == "Cards arrive within 2 days; track yours in the app."
+    assert r["reword"]["used"] is False and "drops '2" in r["reword"]["kept_because"]
+
+    def broken(messages, budget):
+        raise RuntimeError("model crashed")
+
+    r = _assistant(intent_run, tiny_bert_dir, threshold=0.0, rewriter=Rewriter(broken)).reply("change pin please")
+    assert r["answer"] == r["reword"]["template_answer"] and "model crashed" in r["reword"]["kept_because"]
+    # the hand-off message is never reworded
+    nobody = _assistant(intent_run, tiny_bert_dir, threshold=1.01, faq_min_similarity=1.01, rewriter=Rewriter(good))
+    assert "reword" not in nobody.reply("movie film love")
+
+
+def test_rewording_with_a_real_causal_lm_never_changes_the_facts(intent_run, tiny_llama_dir, tiny_bert_dir):
+    """A random tiny LM writes noise: the check must refuse it and the template answers."""
+    from tuneforge.apps.assistant.reword import Rewriter
+
+    bot = Assistant.from_run_dir(intent_run, threshold=0.0, reword=str(tiny_llama_dir))
+    r = bot.reply("my card has not arrived yet")
+    assert r["answer"] == "Cards arrive within 3 to 5 working days; track yours in the app."
+    assert r["reword"]["used"] is False
+    with pytest.raises(ValueError, match="not a causal LM"):
+        Rewriter.load(str(tiny_bert_dir))

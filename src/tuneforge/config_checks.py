@@ -59,6 +59,7 @@ RANGES: dict[str, str] = {
     "calibration.target": "(0, 1]",
     "assistant.faq_min_similarity": "[-1, 1]",  # a cosine similarity
     "assistant.handoff_top_k": "[1, inf)",
+    "assistant.reword_min_word_recall": "[0, 1]",
     "fewshot.k": "[0, inf)",
     "fewshot.max_prompt_tokens": "[1, inf)",
     "fewshot.setfit_iterations": "[1, inf)",

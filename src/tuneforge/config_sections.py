@@ -231,6 +231,11 @@ class AssistantConfig:
                                  "minilm | a folder saved by the FAQ fine-tuning.")
     faq_min_similarity: float = _f(0.75, "Cosine similarity the best FAQ question must reach to answer.")
     handoff_top_k: int = _f(3, "Candidate intents passed to a human on hand-off.")
+    reword: str | None = _f(None, "Reword intent and FAQ answers with a causal LM: a generation run directory or a "
+                                  "model (smollm2, a folder, a hub id). A rewrite is used only when it keeps every "
+                                  "number, link and slot value, most content words, adds no number or link and "
+                                  "is at most about twice as long; else the template answers. null = off.")
+    reword_min_word_recall: float = _f(0.6, "Share of the answer's content words a rewrite must keep.")
     feedback: str = _f("feedback.jsonl", "Feedback JSONL (relative to the run directory), appended and fsynced "
                                          "per record; rows carry the run's text and label columns.")
 

@@ -19,6 +19,9 @@ def format_reply(reply: dict[str, Any]) -> str:
                   f"(similarity {reply.get('faq', {}).get('similarity', 0):.2f})",
            "handoff": "hand-off; candidates: " + ", ".join(f"{c['intent']} ({c['confidence']:.2f})"
                                                           for c in reply["candidates"])}[reply["path"]]
+    reworded = reply.get("reword")
+    if reworded is not None:
+        how += "; reworded" if reworded["used"] else f"; template kept ({reworded['kept_because']})"
     return f"assistant> {reply['answer']}\n           [{how}; id {reply['id'][:8]}]\n"
 
 
@@ -58,6 +61,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="answer an intent when its calibrated confidence is at least this (default: the run's "
                         "stored abstention threshold)")
     p.add_argument("--feedback", help="feedback JSONL (default: assistant.feedback, in the run directory)")
+    p.add_argument("--reword", metavar="RUN_OR_MODEL",
+                   help="reword answers with a causal LM (a generation run or e.g. smollm2); a rewrite that changes "
+                        "a number, link or slot value is not used (default: assistant.reword)")
     p.add_argument("--serve", action="store_true", help="serve POST /v1/assist and /v1/feedback instead")
     p.add_argument("--export-feedback", metavar="OUT.jsonl",
                    help="write the replies marked wrong with their right intent as training rows (the run's text "
@@ -113,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         return _export_feedback(args)
     try:
         assistant = Assistant.from_run_dir(args.run_dir, args.answers, args.faq_encoder, args.threshold,
-                                           args.feedback)
+                                           args.feedback, reword=args.reword)
     except (AnswersError, ValueError) as e:
         print(f"tuneforge assist: error: {e}", file=sys.stderr)
         return 2

@@ -36,6 +36,11 @@ class Answers:
     def render_text(self, template: str, slots: dict[str, str] | None = None) -> str:
         return fill(template, {**self.slots, **(slots or {})})
 
+    def slot_values(self, template: str, slots: dict[str, str] | None = None, intent: str | None = None) -> list[str]:
+        """The values :meth:`render` / :meth:`render_text` put into ``template`` (what a rewording must keep)."""
+        merged = {**self.slots, **(self.intent_slots.get(intent, {}) if intent else {}), **(slots or {})}
+        return [str(merged[name]) for name in placeholders(template) if name in merged]
+
     def check_labels(self, labels: Iterable[str]) -> list[str]:
         """Every intent the classifier can answer needs a template; returns the file's intents it cannot answer."""
         labels = list(labels)

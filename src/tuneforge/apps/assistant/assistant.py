@@ -14,6 +14,7 @@ from typing import Any
 from tuneforge.apps.assistant.answers import Answers, load_answers
 from tuneforge.apps.assistant.feedback import FeedbackLog
 from tuneforge.apps.assistant.retrieval import BiEncoder, FaqIndex
+from tuneforge.apps.assistant.reword import Rewriter
 
 PATHS = ("intent", "faq", "handoff")
 DEFAULT_CONFIDENCE = 0.5  # for runs without a stored calibration: answer when the top probability is above it
@@ -28,12 +29,14 @@ class Assistant:
 
     ``classify`` returns Predictor-style rows (``label``, ``score``, ``scores`` and, for calibrated runs,
     ``unknown``). ``threshold`` overrides the run's stored abstention with a bound on the calibrated confidence.
+    ``rewriter`` rewords intent and FAQ answers when its check accepts the rewrite (``reword`` in the reply).
     """
 
     def __init__(self, classify: Classify, answers: Answers, faq: FaqIndex | None = None,
                  threshold: float | None = None, faq_min_similarity: float = 0.75, top_k: int = 3,
-                 feedback: FeedbackLog | None = None, columns: tuple[str, str] = ("text", "label")):
-        self.classify, self.answers, self.faq = classify, answers, faq
+                 feedback: FeedbackLog | None = None, columns: tuple[str, str] = ("text", "label"),
+                 rewriter: Rewriter | None = None):
+        self.classify, self.answers, self.faq, self.rewriter = classify, answers, faq, rewriter
         self.threshold, self.faq_min_similarity, self.top_k = threshold, faq_min_similarity, top_k
         self.feedback_log, self.columns = feedback, columns
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -55,15 +58,23 @@ class Assistant:
         out: dict[str, Any] = {"id": uuid.uuid4().hex, "text": text, "intent": pred["label"],
                                "confidence": round(float(pred["score"]), 4),
                                "candidates": [{"intent": k, "confidence": round(float(v), 4)} for k, v in ranked]}
+        template = None
         if self.confident(pred) and pred["label"] in self.answers.templates:
+            template = self.answers.templates[pred["label"]]
             out.update(path="intent", answer=self.answers.render(pred["label"], slots))
         else:
             match = self.faq.best(text) if self.faq is not None else None
             if match is not None and match.similarity >= self.faq_min_similarity:
+                template = match.answer
                 out.update(path="faq", answer=self.answers.render_text(match.answer, slots),
                            faq={"question": match.question, "similarity": round(match.similarity, 4)})
             else:
                 out.update(path="handoff", answer=self.answers.render_text(self.answers.handoff, slots))
+        if self.rewriter is not None and template is not None:
+            keep = self.answers.slot_values(template, slots, pred["label"] if out["path"] == "intent" else None)
+            reworded, info = self.rewriter.reword(text, out["answer"], keep)
+            out["reword"] = {**info, "template_answer": out["answer"]}
+            out["answer"] = reworded
         self._remember(out)
         return out
 
@@ -96,16 +107,17 @@ class Assistant:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, answers: str | Path | None = None, faq_encoder: str | None = None,
                      threshold: float | None = None, feedback: str | Path | None = None,
-                     precision: str = "fp32") -> Assistant:
+                     precision: str = "fp32", reword: str | None = None) -> Assistant:
         """The assistant configured by the run's ``assistant`` section; arguments override it."""
         from tuneforge.inference.predictor import Predictor
 
         predictor = Predictor.from_run_dir(run_dir, batch_size=8, precision=precision)
-        return cls.from_predictor(predictor, answers, faq_encoder, threshold, feedback)
+        return cls.from_predictor(predictor, answers, faq_encoder, threshold, feedback, reword)
 
     @classmethod
     def from_predictor(cls, predictor: Any, answers: str | Path | None = None, faq_encoder: str | None = None,
-                       threshold: float | None = None, feedback: str | Path | None = None) -> Assistant:
+                       threshold: float | None = None, feedback: str | Path | None = None,
+                       reword: str | None = None) -> Assistant:
         """The assistant on an already loaded classification ``Predictor`` (the server shares its model)."""
         run_dir = Path(predictor.run_dir)
         opts = predictor.cfg.assistant
@@ -120,8 +132,10 @@ class Assistant:
             faq = FaqIndex(faq_bi_encoder(faq_encoder or opts.faq_encoder, predictor, run_dir), loaded.faq)
         log = FeedbackLog(resolve_output(feedback or opts.feedback, run_dir))
         data = predictor.cfg.data
+        source = reword or opts.reword
+        rewriter = Rewriter.load(source, opts.reword_min_word_recall) if source else None
         return cls(predictor.predict, loaded, faq, threshold, opts.faq_min_similarity, opts.handoff_top_k, log,
-                   (data.text_column, data.label_column))
+                   (data.text_column, data.label_column), rewriter)
 
 
 def faq_bi_encoder(name: str, predictor: Any, run_dir: Path) -> BiEncoder:
