@@ -203,6 +203,13 @@ def test_train_evaluate_and_serve(tiny_bert_dir, tmp_path):
     assert main(["recommend", str(result.run_dir), "--user", "2", "-k", "3"]) == 0
     assert main(["recommend", str(result.run_dir)]) == 2
 
+    from tuneforge.apps.recommend.hybrid_eval import evaluate_hybrid
+
+    both = evaluate_hybrid(result.run_dir, top_n=20, negatives=10)
+    assert both["text"]["ndcg@10"] == pytest.approx(test["ndcg@10"], abs=1e-6)  # the same ranking as the report
+    assert both["hybrid"]["n"] == 12 and len(both["ranker"]["standardised_coefficients"]) == 4
+    assert (result.run_dir / "recommend" / "hybrid.json").is_file()
+
 
 def test_als_baseline_ranks_from_collaborative_signal(tmp_path):
     pytest.importorskip("implicit")
@@ -237,3 +244,21 @@ def test_repeated_interactions_count_once_at_their_first_time():
     log = [inter("u", "a", 1), inter("u", "b", 2), inter("u", "a", 3), inter("u", "c", 4), inter("u", "d", 5)]
     s = rdata.time_split(log)["u"]
     assert (s.train, s.validation, s.test) == (["a", "b"], ["c"], ["d"])
+
+
+def test_hybrid_features_and_rerank_by_hand():
+    from tuneforge.tasks.recommendation import hybrid as hy
+
+    genres = [frozenset({"a"}), frozenset({"b"}), frozenset({"a", "b"}), frozenset()]
+    text = np.array([0.5, 0.4, 0.3, 0.2])
+    counts = np.array([0.0, 3.0, 1.0, 0.0])
+    last = np.array([-np.inf, 86400.0 * 2, 86400.0 * 10, 0.0])
+    x = hy.features(text, [0, 1, 2, 3], counts, last, now=86400.0 * 4, history_rows=[0, 1], genres=genres)
+    assert x[:, 0].tolist() == [0.5, 0.4, 0.3, 0.2]
+    assert x[:, 1] == pytest.approx(np.log1p([0, 3, 1, 0]))
+    assert x[:, 2] == pytest.approx(np.log1p([hy.NEVER_DAYS, 2, 0, 4]))  # seen after "now": 0 days
+    assert x[:, 3].tolist() == [0.5, 0.5, 1.0, 0.0]
+    assert hy.candidates(text, [1], 2) == [0, 2]
+    # hybrid order inside the top 3: 2, 0, 1; row 3 stays 4th; a target outside the top keeps its text rank
+    r = hy.rerank(text, [0, 1, 2], np.array([0.5, 0.1, 0.9]), [1, 3], [], 2)
+    assert r == {"top": [2, 0], "ranks": [3, 4]}

@@ -17,6 +17,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", "--k", type=int, default=10, help="how many items (default 10)")
     p.add_argument("--json", action="store_true", help="print the JSON reply instead of a table")
     p.add_argument("--serve", action="store_true", help="serve POST /v1/recommend instead of answering once")
+    p.add_argument("--hybrid", action="store_true",
+                   help="fit the hybrid ranker (text score + popularity, recency, genre affinity) on the run's "
+                        "validation users and compare it with the text model on the test users")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
 
@@ -36,6 +39,12 @@ def _run(args: argparse.Namespace) -> int:
     from tuneforge.apps.recommend import Recommender
 
     liked = [i.strip() for i in (args.liked or "").split(",") if i.strip()]
+    if args.hybrid:
+        from tuneforge.apps.recommend.hybrid_eval import evaluate_hybrid
+
+        out = evaluate_hybrid(args.run_dir)
+        print(json.dumps(out, indent=2))
+        return 0
     if not args.serve and args.user is None and not liked:
         print("tuneforge recommend: error: give --user ID and/or --liked ID,ID", file=sys.stderr)
         return 2

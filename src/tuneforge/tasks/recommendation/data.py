@@ -272,6 +272,16 @@ def popularity(interactions: Iterable[str], catalogue: Catalogue) -> np.ndarray:
     return counts
 
 
+def last_seen(splits: dict[str, UserSplit], catalogue: Catalogue) -> np.ndarray:
+    """Per catalogue row, the time of its last training interaction (-inf for items nobody touched in train)."""
+    out = np.full(len(catalogue), -np.inf)
+    for s in splits.values():
+        for item, t in zip(s.train, s.times[:s.n_train]):
+            row = catalogue.index[item]
+            out[row] = max(out[row], t)
+    return out
+
+
 def build_examples(splits: dict[str, UserSplit], targets_per_user: int | None, seed: int) -> dict[str, list[dict]]:
     """Train / validation / test examples: ``{"user", "history", "targets", "seen"}`` with item ids.
 

@@ -47,6 +47,8 @@ class RecommendationTask:
         self._item_tokens: list[list[int]] | None = None
         self.counts: np.ndarray | None = None  # training interactions per catalogue row
         self.known: dict[str, list[str]] = {}  # each user's items before the test ones (ALS baseline)
+        self.last_seen: np.ndarray | None = None  # per catalogue row: the last training interaction's time
+        self.user_time: dict[str, dict[str, float]] = {}  # per user and split: the time of the last known item
         self.seed = 0
         self.split_audit: dict[str, int] = {}
 
@@ -81,6 +83,9 @@ class RecommendationTask:
         if any(self.split_audit.values()):  # the split is built not to allow this; a failure is a bug, not data
             raise DataError(log_path, None, f"the time split leaks future interactions: {self.split_audit}")
         self.counts = rdata.popularity((i for s in splits.values() for i in s.train), cat)
+        self.last_seen = rdata.last_seen(splits, cat)
+        self.user_time = {u: {"validation": max(s.times[:s.n_train], default=0.0),
+                              "test": max(s.times[:s.n_train + s.n_val], default=0.0)} for u, s in splits.items()}
         self.known = {u: s.train + s.validation for u, s in splits.items()}
         self.seed = seed
         examples = rdata.build_examples(splits, o.targets_per_user, seed)
