@@ -208,7 +208,7 @@ def test_lora_exports_a_peft_adapter_and_the_merged_model(tmp_path, monkeypatch,
     out = tmp_path / "export"
     info = _export(trained.run_dir, out)
     assert info["format"] == "sentence-transformers" and info["adapter"]
-    assert set(info["parity"]["checks"]) == {"adapter (peft)", "sentence-transformers"}
+    assert set(info["parity"]["checks"]) == {"adapter (peft)", "merged in memory (fp32)", "sentence-transformers"}
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] is None
     model = PeftModel.from_pretrained(AutoModel.from_pretrained(model_dir), out / "adapter").eval()
@@ -221,6 +221,7 @@ def test_lora_exports_a_peft_adapter_and_the_merged_model(tmp_path, monkeypatch,
     m = enc["attention_mask"].unsqueeze(-1).float()
     logits = ((hidden * m).sum(1) / m.sum(1)) @ head["classifier.weight"].T + head["classifier.bias"]
     torch.testing.assert_close(logits, _predictor_logits(trained.run_dir, TEXTS), atol=1e-4, rtol=0)
+    _no_local_paths(out, tmp_path, model_dir)
 
 
 def test_prompt_tuning_exports_the_adapter_alone(tmp_path, monkeypatch, request, no_network):
@@ -275,6 +276,10 @@ def test_generation_exports_a_causal_lm_in_the_training_dtype(tmp_path, monkeypa
     lm = cast_parameters(predictor.model.backbone, torch.bfloat16).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(**ids).logits, lm(**ids).logits, atol=1e-4, rtol=0)
+    code = re.findall(r"```python\n(.*?)```", (out / "README.md").read_text(), re.S)[0]
+    namespace: dict = {}
+    exec(compile(code.replace('folder = "."', f'folder = "{out}"'), "README.md", "exec"), namespace)
+    assert namespace["out"].shape[1] > namespace["ids"]["input_ids"].shape[1]  # the card's code generates
 
 
 def test_generative_lora_adapter_opens_with_peft(tmp_path, monkeypatch, request, no_network):
@@ -290,6 +295,8 @@ def test_generative_lora_adapter_opens_with_peft(tmp_path, monkeypatch, request,
         adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), out / "adapter").eval()
         merged = AutoModelForCausalLM.from_pretrained(out).eval()
         torch.testing.assert_close(merged(input_ids=ids).logits, adapted(input_ids=ids).logits, atol=1e-4, rtol=0)
+    _no_local_paths(out, tmp_path, model_dir)
+    assert "apply_chat_template" in (out / "README.md").read_text()
 
 
 # ---------------------------------------------------------------- push

@@ -103,6 +103,8 @@ def export_run(run_dir: str | Path, out: str | Path, atol: float = 1e-4, dtype: 
             if peft_model is not None:
                 _replace_module(model, peft_model, peft_model.merge_and_unload())
                 result.merged_in_memory_diff = _max_diff(reference, _outputs(model, batch))
+                result.checks["merged in memory (fp32)"] = result.merged_in_memory_diff
+                _require(result.merged_in_memory_diff, atol, "merged in memory", examples, probe)
             result.format, how, diff = write_model(tmp, model, task, cfg, batch, reference, target_dtype)
             result.checks[how] = diff
             _require(diff, atol, result.format, examples, probe)
@@ -114,6 +116,7 @@ def export_run(run_dir: str | Path, out: str | Path, atol: float = 1e-4, dtype: 
         result.max_abs_diff = max(result.checks.values())
         info = _write_info(tmp, run_dir, cfg, task, model, head, result)
         _write_card(tmp, run_dir, cfg, info, repo_id, license)
+        _readable(tmp)
     return result
 
 
@@ -159,11 +162,14 @@ def parity_batch(task: Any, cfg: Any, vocab_size: int, n: int = 16) -> tuple[dic
         return {"input_ids": ids, "attention_mask": mask}, f"random tokens (data unavailable: {e})"
 
 
-LM_LOGIT_ROWS = 4  # rows whose full (T, vocab) logits a causal-LM check compares, beside the task outputs
+LM_LOGIT_ROWS = 4  # rows whose full next-token distributions a causal-LM check compares, beside the task outputs
 
 
 def _outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The task model's outputs; for causal LMs also the body's logits over the first rows' input ids."""
+    """The task model's outputs; for causal LMs also the body's next-token probabilities over the first rows.
+
+    Probabilities, not raw logits: a 30-layer LM's logits reach |30| and merging an adapter in fp32 moves them by
+    ~1e-4 of pure rounding (SmolLM2-135M LoRA: 1.4e-4), which says nothing about the distribution it samples from."""
     inputs = model_inputs(batch, next(model.parameters()).device)
     with torch.inference_mode():
         out = model(**inputs)
@@ -172,7 +178,7 @@ def _outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torc
             rows = slice(0, LM_LOGIT_ROWS)
             logits = model.backbone(input_ids=inputs["input_ids"][rows],
                                     attention_mask=inputs["attention_mask"][rows]).logits
-            found["lm_logits"] = logits.float().cpu()
+            found["lm_probs"] = torch.softmax(logits.float(), dim=-1).cpu()
     return found
 
 
@@ -284,6 +290,7 @@ def write_adapter(folder: Path, peft_model: Any, base_id: str | None) -> None:
     """peft's own ``save_pretrained`` (``adapter_config.json`` + ``adapter_model.safetensors``), with the base model
     named by its hub id (or left unnamed for a local base, never a local path)."""
     peft_model.save_pretrained(folder)
+    (folder / "README.md").unlink(missing_ok=True)  # peft's stub card names the base by its local path
     config_path = folder / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = base_id
@@ -333,6 +340,16 @@ def _write_info(folder: Path, run_dir: Path, cfg: Any, task: Any, model: nn.Modu
         info["label_answers"] = dict(zip(task.labels, [task.tokenizer.decode(c) for c in model.candidates]))
     atomic_write_json(folder / "tuneforge.json", info)
     return info
+
+
+def _readable(folder: Path) -> None:
+    """Files and folders with the usual umask permissions: the atomic writers' temp files are owner-only."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _temperature(run_dir: Path) -> float | None:

@@ -139,7 +139,8 @@ tok = AutoTokenizer.from_pretrained(folder)
 model = AutoModelForCausalLM.from_pretrained(folder)
 messages = [{{"role": "user", "content": "is good positive or negative"}}]
 ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-out = model.generate(**ids, max_new_tokens=32, do_sample=False)
+out = model.generate(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"], max_new_tokens=32,
+                     do_sample=False)
 print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
 '''
 
