@@ -143,6 +143,17 @@ def test_packaged_aliases_name_their_upstream_models():
     assert public_model_id("/some/local/folder") is None
 
 
+def test_card_lists_hub_datasets_and_strips_local_paths():
+    from types import SimpleNamespace
+
+    from tuneforge.model_card import _strip_paths, hub_datasets
+
+    data = SimpleNamespace(train="hf://stanfordnlp/sst2?split=train", validation="hf://stanfordnlp/sst2?split=validation",
+                           test="/home/me/test.csv")
+    assert hub_datasets(data) == ["stanfordnlp/sst2"]
+    assert _strip_paths({"a": ["/home/me/x.txt", "rel/y.txt"], "b": "~/z"}) == {"a": ["x.txt", "rel/y.txt"], "b": "z"}
+
+
 # ---------------------------------------------------------------- span tasks
 def test_ner_is_a_token_classification_model(tmp_path, monkeypatch, request, no_network):
     from transformers import AutoModelForTokenClassification
@@ -359,3 +370,23 @@ def test_readme_use_your_model_elsewhere_runs(tmp_path, monkeypatch, request, ca
     exec(compile(code.replace("exported/banking77", str(out)), "README.md", "exec"), {})
     want = Predictor.from_run_dir(trained.run_dir, precision="fp32").predict(["how do I change my PIN?"])[0]["label"]
     assert capsys.readouterr().out.strip() == want
+
+
+def test_push_reports_an_unreachable_hub_in_one_line(tmp_path, monkeypatch, request, capsys):
+    import huggingface_hub
+
+    from tuneforge.commands.push import _transport_errors
+
+    trained, _ = _train("classification", tmp_path, monkeypatch, request)
+    transport = _transport_errors()[-1]  # the hub client's HTTP error base
+
+    class Unreachable(FakeHub):
+        def create_repo(self, repo_id, **kwargs):
+            raise transport("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Unreachable)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert main(["push", str(trained.run_dir), "me/x", "--token", "hf_x"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tuneforge push: error:")]
+    assert errors == ["tuneforge push: error: cannot reach the hub to upload me/x: [Errno -3] Temporary failure in "
+                      "name resolution"]

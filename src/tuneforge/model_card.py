@@ -192,6 +192,11 @@ def loading_section(folder: str, info: dict[str, Any]) -> list[str]:
     if info.get("adapter"):
         lines += ["", "The PEFT adapter alone (`adapter/`), on the untouched base model:", ""]
         lines += _code(adapter_snippet(folder, info))
+        if info["task"] == "relation":
+            lines += ["", "The relation task added marker tokens to the vocabulary: the base model needs its "
+                      "embeddings grown to the tokenizer's size with TuneForge's rows first "
+                      "(`add_marker_embeddings` in `tuneforge/tasks/relation/head.py`); the merged model at the root "
+                      "already has them."]
     if info["head_tensors"]:
         lines.append(f"The task head (`{info['head_class']}`, tensors {', '.join(info['head_tensors'])}) is in "
                      f"`head.safetensors`; it is applied as in `tuneforge/tasks/{info['task']}/head.py`.")

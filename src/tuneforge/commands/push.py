@@ -44,9 +44,22 @@ def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, privat
                                        commit_message=f"Upload {Path(run_dir).name} (TuneForge export)")
         except HfHubHTTPError as e:
             raise PushError(f"the hub refused the upload to {repo_id}: {_first_line(e)}") from None
-        except OSError as e:  # no network, DNS, TLS: httpx / requests errors derive from it or are wrapped in it
+        except _transport_errors() as e:  # no network, DNS, TLS, timeouts
             raise PushError(f"cannot reach the hub to upload {repo_id}: {_first_line(e)}") from None
     return str(getattr(commit, "commit_url", commit))
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """OSError and the HTTP client's own error base (huggingface_hub 2 talks through httpx2, 1.x through httpx)."""
+    import importlib
+
+    found: list[type[BaseException]] = [OSError]
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).HTTPError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 def _first_line(e: Exception) -> str:
