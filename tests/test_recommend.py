@@ -183,6 +183,9 @@ def test_train_evaluate_and_serve(tiny_bert_dir, tmp_path):
     assert {"popularity", "zero_shot"} <= set(report["baselines"])
 
     predictor = Predictor.from_run_dir(result.run_dir)
+    assert len(predictor.predict(["100,103"])[0]["embedding"]) == 32  # tuneforge predict: the user's embedding
+    with pytest.raises(ValueError, match="unknown item ids"):
+        predictor.predict(["100,999"])
     app = create_app(predictor)
     assert add_run_routes(app, predictor) == ["/v1/recommend"]
     with TestClient(app) as client:
