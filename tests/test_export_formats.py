@@ -96,6 +96,23 @@ def test_pooled_heads_are_sentence_transformers_models(pooling, tmp_path, monkey
     _no_local_paths(out, tmp_path, model_dir)
 
 
+def test_decoder_classifier_is_a_last_token_sentence_transformers_model(tmp_path, monkeypatch, tiny_llama_dir,
+                                                                        no_network):
+    """A causal-LM body with a classification head (``last`` pooling) → Pooling(lasttoken) + Dense."""
+    st = pytest.importorskip("sentence_transformers")
+    spec = TINY_TASKS["classification"](tmp_path)
+    cfg = tiny_config("classification", None, tmp_path, tiny_llama_dir, spec, train={"epochs": 3},
+                      head={"dropout": 0.0})
+    trained = train_pair(cfg, monkeypatch)
+    assert trained.model.pooling == "last"
+    out = tmp_path / "export"
+    assert _export(trained.run_dir, out)["format"] == "sentence-transformers"
+    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_lasttoken"] and not pooling["pooling_mode_mean_tokens"]
+    got = st.SentenceTransformer(str(out), device="cpu").encode(TEXTS, convert_to_tensor=True).float()
+    torch.testing.assert_close(got, _predictor_logits(trained.run_dir, TEXTS), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("pooling", ["pooler", "mean_pooler"])
 def test_card_code_reproduces_the_predictor(pooling, tmp_path, monkeypatch, request, no_network):
     """Every python block of the card runs as written and gives the predictor's scores."""

@@ -92,6 +92,7 @@ def export_run(run_dir: str | Path, out: str | Path, atol: float = 1e-4, dtype: 
     head = head_state(model)
     result = ExportResult(out, "", 0.0, examples, probe, dtype=str(target_dtype).removeprefix("torch."))
     with atomic_dir(out) as tmp:  # written and checked whole, then swapped in: never a half export
+        task.tokenizer.save_pretrained(tmp)  # first: loaders that the checks run read it
         if peft_model is not None:
             write_adapter(tmp / "adapter", peft_model, public_model_id(cfg.model))
             result.checks["adapter (peft)"] = _max_diff(reference, adapter_outputs(run_dir, tmp / "adapter", head,
@@ -108,7 +109,6 @@ def export_run(run_dir: str | Path, out: str | Path, atol: float = 1e-4, dtype: 
             result.format, how, diff = write_model(tmp, model, task, cfg, batch, reference, target_dtype)
             result.checks[how] = diff
             _require(diff, atol, result.format, examples, probe)
-        task.tokenizer.save_pretrained(tmp)
         if head and result.format in ("body+head", "sentence-transformers", "adapter"):
             from safetensors.torch import save_file
 
