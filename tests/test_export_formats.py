@@ -407,3 +407,30 @@ def test_push_reports_an_unreachable_hub_in_one_line(tmp_path, monkeypatch, requ
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tuneforge push: error:")]
     assert errors == ["tuneforge push: error: cannot reach the hub to upload me/x: [Errno -3] Temporary failure in "
                       "name resolution"]
+
+
+# ---------------------------------------------------------------- the packaged MiniLM
+@pytest.mark.slow
+def test_packaged_minilm_exports_under_its_hub_id(tmp_path, no_network):
+    """The README demo, two steps: the export names all-MiniLM-L6-v2 and its licence, and SentenceTransformer
+    reproduces the predictor's logits."""
+    st = pytest.importorskip("sentence_transformers")
+    from huggingface_hub import ModelCard
+
+    from tuneforge.config import load_config
+    from tuneforge.runner import train
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "classification" / "banking77_demo.yaml"
+    cfg = load_config(demo, [f"output_dir={tmp_path / 'run'}", "train.max_steps=2", "train.progress=false",
+                             "data.limit=64", "data.test_limit=16", "data.max_length=32", "eval.baselines=[]",
+                             "eval.slices=[]", "eval.counterfactuals=null", "train.precision=fp32"])
+    run_dir = train(cfg).run_dir
+    out = tmp_path / "export"
+    info = _export(run_dir, out)
+    assert info["format"] == "sentence-transformers" and info["state"]["pooling"] == "mean_pooler"
+    data = ModelCard.load(out / "README.md").data
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2" and data.license == "apache-2.0"
+    texts = ["I still have not received my new card", "how do I change my PIN?"]
+    got = st.SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_tensor=True).float()
+    torch.testing.assert_close(got, _predictor_logits(run_dir, texts), atol=1e-4, rtol=0)
+    _no_local_paths(out, tmp_path, Path(__file__).resolve().parents[1])
