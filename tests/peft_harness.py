@@ -67,7 +67,8 @@ def probe_batch(task: Any, cfg: RunConfig, n: int = 8) -> dict[str, torch.Tensor
     """A collated batch of the run's own test examples, encoded by ``task``."""
     from tuneforge.data.load import load_splits
 
-    splits = load_splits(cfg.data, task, cfg.seed).splits
+    own_loader = getattr(task, "load_data", None)  # a task that reads its own files (recommendation)
+    splits = (own_loader(cfg.data, cfg.seed) if own_loader else load_splits(cfg.data, task, cfg.seed)).splits
     features = [task.encode(ex) for ex in splits["test"]]
     flat = [f for group in features for f in (group if isinstance(group, list) else [group])]
     return task.collate(flat[:n])

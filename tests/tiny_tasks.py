@@ -137,3 +137,17 @@ def generation(folder: Path) -> TinyTask:
 def classification_generative(folder: Path) -> TinyTask:
     return TinyTask({**_splits(folder, write_sentiment_csv, "csv"), "max_length": 48}, ["majority"],
                     model_kind="decoder", extra={"generation": {"eval_batch_size": 8}})
+
+
+# ---------------- recommendation ----------------
+@tiny_task("recommendation")
+def recommendation(folder: Path) -> TinyTask:
+    """4 users x 6 movies of one taste each: 12 training examples (one batch), 4 validation and 4 test users."""
+    items = [(str(100 + i), f"{('love', 'money')[i % 2]} film {i}", ("Drama", "Comedy")[i % 2]) for i in range(12)]
+    (folder / "items.csv").write_text("item_id,title,genres\n" + "".join(f"{a},{b},{c}\n" for a, b, c in items))
+    rows = [f"{u},{100 + (u % 2) + 2 * ((u + t) % 6)},{10 * t + u}\n" for u in range(4) for t in range(6)]
+    (folder / "log.csv").write_text("user_id,item_id,timestamp\n" + "".join(rows))
+    return TinyTask({"train": str(folder / "log.csv"), "max_length": 32}, ["popularity"],
+                    extra={"recommend": {"items": str(folder / "items.csv"), "history_length": 4,
+                                         "item_max_length": 12, "targets_per_user": None, "hard_negatives": 1,
+                                         "bootstrap": 0}})
