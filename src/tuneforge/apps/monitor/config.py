@@ -101,7 +101,10 @@ class MonitorConfig:
     topics: TopicsConfig = field(default_factory=TopicsConfig, metadata={"help": "Topic assignment."})
     input: InputConfig = field(default_factory=InputConfig, metadata={"help": "Where texts come from."})
     database: str = _f("monitor.sqlite", "SQLite file with windows, input offsets and alerts.")
-    batch_size: int = _f(64, "Texts classified and committed per batch.")
+    batch_size: int = _f(64, "Texts committed per batch (one SQLite transaction; the detectors run after each).")
+    classify_batch: int = _f(256, "Texts the classifiers take in one call: up to this many records already read "
+                                  "(whole batches, never waiting for more input) are classified together, sorted "
+                                  "by length, then committed batch by batch as above.")
     windows: list[Any] = _f(["15m", "1h", "1d"], "Window widths aggregated (durations).")
     dedup: DedupConfig = field(default_factory=DedupConfig, metadata={"help": "Near-duplicate detection."})
     detect: DetectConfig = field(default_factory=DetectConfig, metadata={"help": "Detector parameters."})
@@ -158,8 +161,8 @@ def check(cfg: MonitorConfig, where: str) -> None:
             raise MonitorConfigError(f"{where}: sinks[{i}].type {s.type!r}; known: jsonl, log, stdout, webhook")
         if s.type == "jsonl" and not s.path or s.type == "webhook" and not s.url:
             raise MonitorConfigError(f"{where}: sinks[{i}] ({s.type}) needs {'path' if s.type == 'jsonl' else 'url'}")
-    if cfg.batch_size < 1 or cfg.detect.min_volume < 1:
-        raise MonitorConfigError(f"{where}: batch_size and detect.min_volume must be ≥ 1")
+    if cfg.batch_size < 1 or cfg.classify_batch < 1 or cfg.detect.min_volume < 1:
+        raise MonitorConfigError(f"{where}: batch_size, classify_batch and detect.min_volume must be ≥ 1")
 
 
 def monitor_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", where: str = "monitor config") -> MonitorConfig:

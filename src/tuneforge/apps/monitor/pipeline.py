@@ -70,9 +70,12 @@ class Monitor:
         self.seconds = {"classify": 0.0, "store": 0.0}
 
     def run(self, items: Iterable[Record | Skipped | str], on_batch: Callable[[int], None] = lambda n: None) -> int:
-        """Process ``items`` in batches; returns the number of records read (duplicates included)."""
+        """Process ``items`` in batches of ``batch_size`` records (a ``FLUSH`` closes a batch early); batches
+        already read are classified together up to ``classify_batch`` records. Returns the number of records read
+        (duplicates included)."""
         batch: list[Record] = []
         skipped: list[Skipped] = []
+        pending: list[tuple[list[Record], list[Skipped]]] = []  # closed batches awaiting classification
         total = 0
         for item in items:
             if isinstance(item, Record):
@@ -81,20 +84,51 @@ class Monitor:
             elif isinstance(item, Skipped):
                 skipped.append(item)
             if (item == FLUSH and (batch or skipped)) or len(batch) >= self.cfg.batch_size:
-                self.process(batch, skipped)
-                on_batch(len(batch))
+                pending.append((batch, skipped))
                 batch, skipped = [], []
+            if pending and (item == FLUSH or sum(len(b) for b, _ in pending) + self.cfg.batch_size
+                            > self.cfg.classify_batch):
+                self.process_many(pending, on_batch)
+                pending = []
         if batch or skipped:
-            self.process(batch, skipped)
-            on_batch(len(batch))
+            pending.append((batch, skipped))
+        if pending:
+            self.process_many(pending, on_batch)
         return total
 
     def process(self, batch: list[Record], skipped: list[Skipped]) -> list[dict[str, Any]]:
         """One batch, one transaction. Returns the alerts it raised."""
-        fresh = [r for r in batch if not (self.cfg.dedup.enabled and self.dedup.seen(r.text, r.t))]
+        return self.process_many([(batch, skipped)])
+
+    def process_many(self, batches: Sequence[tuple[list[Record], list[Skipped]]],
+                     on_batch: Callable[[int], None] = lambda n: None) -> list[dict[str, Any]]:
+        """Consecutive batches: dedup in record order, one call of each classifier over all their fresh texts,
+        then one transaction per batch, exactly as if each batch had been classified on its own. Returns the
+        alerts raised."""
+        fresh_seen = []
+        for batch, _ in batches:
+            fresh = [r for r in batch if not (self.cfg.dedup.enabled and self.dedup.seen(r.text, r.t))]
+            fresh_seen.append((fresh, list(self.dedup.added)))
+            self.dedup.added.clear()
         t0 = time.perf_counter()
-        texts = [r.text for r in fresh]
+        texts = [r.text for fresh, _ in fresh_seen for r in fresh]
         sentiments, topics = (self.sentiment(texts), self.topics(texts)) if texts else ([], [])
+        if len(sentiments) != len(texts) or len(topics) != len(texts):
+            raise ValueError(f"classifiers returned {len(sentiments)} sentiments and {len(topics)} topics for "
+                             f"{len(texts)} texts")
+        self.seconds["classify"] += time.perf_counter() - t0
+        new: list[dict[str, Any]] = []
+        i = 0
+        for (batch, skipped), (fresh, seen) in zip(batches, fresh_seen):
+            n = len(fresh)
+            new += self.commit(batch, skipped, fresh, seen, sentiments[i:i + n], topics[i:i + n])
+            i += n
+            on_batch(len(batch))
+        return new
+
+    def commit(self, batch: list[Record], skipped: list[Skipped], fresh: list[Record], seen: list[tuple],
+               sentiments: Sequence[tuple[str, dict[str, float]]], topics: Sequence[str]) -> list[dict[str, Any]]:
+        """Store one classified batch in one transaction, then send its new alerts to the sinks."""
         t1 = time.perf_counter()
         s, touched = self.store, set()
         try:
@@ -106,7 +140,7 @@ class Monitor:
                     if width == self.detect_width:
                         touched |= {(topic, start), (ALL, start)}
                 s.add_text(r.t, topic, label, probs, r.source, r.text)
-            for t, key, sig in self.dedup.added:
+            for t, key, sig in seen:
                 s.add_seen(t, key, sig)
             for item in [*batch, *skipped]:  # records arrive in file order: the last end per origin is the offset
                 s.set_offset(item.origin, item.end)
@@ -118,9 +152,6 @@ class Monitor:
         except BaseException:
             s.rollback()
             raise
-        finally:
-            self.dedup.added.clear()
-        self.seconds["classify"] += t1 - t0
         self.seconds["store"] += time.perf_counter() - t1
         for alert in new:
             for sink in self.sinks:
