@@ -434,3 +434,62 @@ def test_packaged_minilm_exports_under_its_hub_id(tmp_path, no_network):
     got = st.SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_tensor=True).float()
     torch.testing.assert_close(got, _predictor_logits(run_dir, texts), atol=1e-4, rtol=0)
     _no_local_paths(out, tmp_path, Path(__file__).resolve().parents[1])
+
+
+# ---------------------------------------------------------------- GGUF
+@pytest.fixture(scope="module")
+def tiny_bpe_llama_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama whose tokenizer is byte-level BPE (llama.cpp's gpt2 tokenizer model), with ChatML."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tests.conftest import CHAT_TOKENS, CHATML, WORDS
+
+    folder = tmp_path_factory.mktemp("tiny_bpe_llama")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", *CHAT_TOKENS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([" ".join(WORDS)] * 4 + ["is good positive or negative"], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token=CHAT_TOKENS[0],
+                                   eos_token=CHAT_TOKENS[1], chat_template=CHATML)
+    fast.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_gguf_export_reads_back_with_the_same_tokens_and_logits(tmp_path, monkeypatch, tiny_bpe_llama_dir,
+                                                                 no_network):
+    gguf = pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = TINY_TASKS["generation"](tmp_path)
+    cfg = tiny_config("generation", "lora", tmp_path, tiny_bpe_llama_dir, spec, train={"epochs": 3})
+    trained = train_pair(cfg, monkeypatch)
+    out = tmp_path / "export"
+    assert main(["export", str(trained.run_dir), str(out), "--gguf"]) == 0
+    info = json.loads((out / "tuneforge.json").read_text())
+    assert info["gguf"] and info["parity"]["checks"]["gguf (transformers' GGUF loader)"] <= 1e-4
+    fields = gguf.GGUFReader(out / "model.gguf").fields
+    assert bytes(fields["general.architecture"].parts[-1]).decode() == "llama"
+    assert "tokenizer.chat_template" in fields and "tokenizer.ggml.merges" in fields
+    text = "<|im_start|>user\nis good positive or negative<|im_end|>\n"
+    tok = AutoTokenizer.from_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out, gguf_file="model.gguf")(text)["input_ids"] == tok(text)["input_ids"]
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(out).eval()(input_ids=ids).logits
+        got = AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf").eval()(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert "llama-cli -m model.gguf" in (out / "README.md").read_text()
+
+
+def test_gguf_is_refused_for_encoder_tasks(tmp_path, monkeypatch, request, capsys):
+    trained, _ = _train("classification", tmp_path, monkeypatch, request)
+    assert main(["export", str(trained.run_dir), str(tmp_path / "out"), "--gguf"]) == 1
+    assert "--gguf writes generative models" in capsys.readouterr().err

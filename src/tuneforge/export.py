@@ -58,12 +58,14 @@ class ExportResult:
 
 
 def export_run(run_dir: str | Path, out: str | Path, atol: float = 1e-4, dtype: str = "auto",
-               require_merge: bool = False, repo_id: str | None = None, license: str | None = None) -> ExportResult:
+               require_merge: bool = False, repo_id: str | None = None, license: str | None = None,
+               gguf: bool = False) -> ExportResult:
     """Write ``run_dir`` to ``out`` in the standard format of its task and method; fail unless every written model,
     reloaded with transformers / peft / sentence-transformers, gives the run's outputs within ``atol``.
 
     ``dtype``: ``auto`` saves generative models in the dtype they were trained in, others in float32.
-    ``repo_id`` names the model in the card's loading code (else ``"."``).
+    ``repo_id`` names the model in the card's loading code (else ``"."``). ``gguf``: also ``model.gguf`` for
+    llama.cpp (Llama-architecture generative runs; ``export_gguf.py``).
 
     >>> # export_run("runs/sst2_lora", "exports/sst2").max_abs_diff < 1e-4
     """
@@ -84,6 +86,8 @@ def export_run(run_dir: str | Path, out: str | Path, atol: float = 1e-4, dtype: 
     predictor = Predictor.from_run_dir(run_dir, precision="fp32")
     cfg, task, model = predictor.cfg, predictor.task, predictor.model.float().eval()
     target_dtype = _export_dtype(dtype, run_dir, task)
+    if gguf and not task.needs_lm_head:
+        raise ExportError(f"{run_dir}: --gguf writes generative models (llama.cpp); this run's task is {task.name}")
     batch, probe = parity_batch(task, cfg, len(task.tokenizer))
     batch = _without_generation(model, batch)
     examples = len(next(iter(batch.values())))
@@ -109,6 +113,9 @@ def export_run(run_dir: str | Path, out: str | Path, atol: float = 1e-4, dtype: 
             result.format, how, diff = write_model(tmp, model, task, cfg, batch, reference, target_dtype)
             result.checks[how] = diff
             _require(diff, atol, result.format, examples, probe)
+        if gguf:
+            result.checks["gguf (transformers' GGUF loader)"] = _write_gguf(tmp, model, task, batch, out.name)
+            _require(result.checks["gguf (transformers' GGUF loader)"], atol, "gguf", examples, probe)
         if head and result.format in ("body+head", "sentence-transformers", "adapter"):
             from safetensors.torch import save_file
 
@@ -146,8 +153,9 @@ def parity_batch(task: Any, cfg: Any, vocab_size: int, n: int = 16) -> tuple[dic
     """Up to ``n`` of the run's own test (else validation) examples; random tokens when the data is gone."""
     from tuneforge.data.load import load_splits
 
+    own_loader = getattr(task, "load_data", None)  # a task that reads and splits its own files, as run.prepare
     try:
-        splits = load_splits(cfg.data, task, cfg.seed).splits
+        splits = (own_loader(cfg.data, cfg.seed) if own_loader else load_splits(cfg.data, task, cfg.seed)).splits
         examples = splits.get("test") or splits.get("validation") or splits["train"]
         features = [task.encode(ex) for ex in examples[:n]]
         flat = [f for group in features for f in (group if isinstance(group, list) else [group])][:n]
@@ -272,6 +280,23 @@ def _write_causal_lm(folder: Path, model: nn.Module, task: Any, batch: dict[str,
     return _max_diff(reference, _outputs(model, batch))
 
 
+def _write_gguf(folder: Path, model: nn.Module, task: Any, batch: dict[str, torch.Tensor], name: str) -> float:
+    """``model.gguf`` beside the exported folder, read back and compared with it (fp32 logits)."""
+    from tuneforge.export_gguf import GgufError, gguf_gap, write_gguf
+
+    if not (folder / "config.json").is_file():
+        raise ExportError("--gguf needs a merged model: prompt-learning adapters have none")
+    body = model.backbone
+    tok = task.tokenizer
+    prompts = [tok.decode(row[mask.bool()], skip_special_tokens=False)
+               for row, mask in zip(batch["input_ids"][:LM_LOGIT_ROWS], batch["attention_mask"][:LM_LOGIT_ROWS])]
+    try:
+        write_gguf(folder, body.config, body.state_dict(), tok, name)
+        return gguf_gap(folder, prompts, _load_class(folder, "AutoModelForCausalLM"), tok)
+    except GgufError as e:
+        raise ExportError(f"--gguf: {e}") from None
+
+
 def cast_parameters(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Parameters to ``dtype``, buffers as they are: what ``from_pretrained(dtype=...)`` builds (rotary frequencies
     stay float32; ``model.to(bfloat16)`` would round them too and shift every position's angle)."""
@@ -332,7 +357,7 @@ def _write_info(folder: Path, run_dir: Path, cfg: Any, task: Any, model: nn.Modu
             else [], "base_model": public_model_id(cfg.model) or Path(cfg.model).name,
             "method": cfg.peft.method, "max_length": cfg.data.max_length, "temperature": _temperature(run_dir),
             "body_class": "AutoModelForCausalLM" if task.needs_lm_head else "AutoModel", "dtype": result.dtype,
-            "adapter": (folder / "adapter").is_dir(),
+            "adapter": (folder / "adapter").is_dir(), "gguf": (folder / "model.gguf").is_file(),
             "parity": {"max_abs_diff": result.max_abs_diff, "checks": result.checks,
                        "merged_in_memory_diff": result.merged_in_memory_diff, "examples": result.examples,
                        "probe": result.probe}}

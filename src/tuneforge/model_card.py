@@ -197,6 +197,10 @@ def loading_section(folder: str, info: dict[str, Any]) -> list[str]:
                       "embeddings grown to the tokenizer's size with TuneForge's rows first "
                       "(`add_marker_embeddings` in `tuneforge/tasks/relation/head.py`); the merged model at the root "
                       "already has them."]
+    if info.get("gguf"):
+        lines += ["", "For llama.cpp, `model.gguf` holds the same weights, tokenizer and chat template "
+                  "(read back with transformers' GGUF loader at export: the logits matched):", "",
+                  "```bash", "llama-cli -m model.gguf -cnv", "```"]
     if info["head_tensors"]:
         lines.append(f"The task head (`{info['head_class']}`, tensors {', '.join(info['head_tensors'])}) is in "
                      f"`head.safetensors`; it is applied as in `tuneforge/tasks/{info['task']}/head.py`.")
@@ -231,7 +235,7 @@ def build_card(run_dir: Path, cfg: Any, info: dict[str, Any], folder: str = ".",
     data = ModelCardData(
         base_model=base, license=license or UPSTREAM_LICENSE.get(cfg.model), datasets=datasets or None,
         metrics=list(scalars) or None, library_name=library, pipeline_tag=pipeline,
-        tags=["tuneforge", info["task"], info["method"] or "full-fine-tuning"],
+        tags=["tuneforge", info["task"], info["method"] or "full-fine-tuning", *(["gguf"] if info.get("gguf") else [])],
         model_name=_title(cfg), eval_results=results or None)
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + render_card(
         run_dir, cfg, info, folder))

@@ -15,6 +15,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="largest allowed |exported - run| output difference (default 1e-4)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="weights' dtype; auto: generative models as trained (bf16 runs in bfloat16), others float32")
+    p.add_argument("--gguf", action="store_true",
+                   help="generative runs on a Llama-architecture model: also write model.gguf for llama.cpp, checked "
+                        "by reading it back")
     p.add_argument("--license", help="the model card's license (default: the packaged base model's, when known)")
 
 
@@ -26,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = export_run(args.run_dir, args.out or args.merge, atol=args.atol, dtype=args.dtype,
-                            require_merge=bool(args.merge), license=args.license)
+                            require_merge=bool(args.merge), license=args.license, gguf=args.gguf)
     except (ExportError, FileNotFoundError) as e:
         print(f"tuneforge export: error: {e}", file=sys.stderr)
         return 1
