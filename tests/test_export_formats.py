@@ -328,6 +328,16 @@ def test_generative_lora_adapter_opens_with_peft(tmp_path, monkeypatch, request,
 
 
 # ---------------------------------------------------------------- push
+def _real_signature(name: str, *args, **kwargs) -> None:
+    """The call would bind to the real ``HfApi`` method (argument names as the installed huggingface_hub has them)."""
+    import inspect
+
+    from huggingface_hub.hf_api import HfApi  # the real class: the tests replace huggingface_hub.HfApi
+
+    assert HfApi is not FakeHub
+    inspect.signature(getattr(HfApi, name)).bind(None, *args, **kwargs)
+
+
 class FakeHub:
     """Stands in for ``huggingface_hub.HfApi``: records the calls and keeps a copy of the uploaded files."""
 
@@ -337,9 +347,11 @@ class FakeHub:
         FakeHub.calls.append(("init", token))
 
     def create_repo(self, repo_id, **kwargs):
+        _real_signature("create_repo", repo_id, **kwargs)
         FakeHub.calls.append(("create_repo", repo_id, kwargs))
 
     def upload_folder(self, repo_id, folder_path, **kwargs):
+        _real_signature("upload_folder", repo_id=repo_id, folder_path=folder_path, **kwargs)
         files = {str(p.relative_to(folder_path)): p.read_bytes() for p in Path(folder_path).rglob("*") if p.is_file()}
         FakeHub.calls.append(("upload_folder", repo_id, files))
         return type("Commit", (), {"commit_url": f"https://hub.example/{repo_id}/commit/1"})()
