@@ -343,7 +343,7 @@ class FakeHub:
 
     calls: list = []
 
-    def __init__(self, token=None):
+    def __init__(self, token=None, endpoint=None):
         FakeHub.calls.append(("init", token))
 
     def create_repo(self, repo_id, **kwargs):
@@ -373,6 +373,75 @@ def test_push_exports_and_uploads(tmp_path, monkeypatch, request, capsys, no_net
     assert 'snapshot_download("me/tiny-sentiment")' in card and str(tmp_path) not in card
 
 
+@pytest.fixture
+def local_hub():
+    """A local HTTP endpoint answering the hub API calls an upload makes (create repo, preupload, commit) and
+    keeping what was committed: the real ``HfApi`` client runs against it."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: dict = {"requests": [], "files": {}}
+
+    class Hub(BaseHTTPRequestHandler):
+        def _reply(self, obj):
+            body = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received["requests"].append((self.path, self.headers.get("Authorization")))
+            if self.path == "/api/repos/create":
+                received["create"] = json.loads(data)
+                return self._reply({"url": f"{url}/me/tiny", "name": "me/tiny", "id": "me/tiny"})
+            if self.path == "/api/validate-yaml":  # the client has the hub check the card's metadata first
+                received["card_yaml"] = json.loads(data)["content"]
+                return self._reply({"errors": [], "warnings": []})
+            if "/preupload/" in self.path:  # every file as a regular (inline) upload: no LFS round trip
+                return self._reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                              for f in json.loads(data)["files"]]})
+            if "/commit/" in self.path:
+                for line in data.decode().splitlines():
+                    item = json.loads(line)
+                    if item["key"] == "file":
+                        received["files"][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                return self._reply({"commitUrl": f"{url}/me/tiny/commit/1", "commitOid": "0" * 40})
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    url = f"http://127.0.0.1:{server.server_port}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield url, received
+    server.shutdown()
+
+
+def test_push_uploads_through_the_real_client_to_a_local_hub(tmp_path, monkeypatch, request, capsys, local_hub):
+    import huggingface_hub.constants
+
+    url, received = local_hub
+    trained, _ = _train("classification", tmp_path, monkeypatch, request)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert main(["push", str(trained.run_dir), "me/tiny", "--private", "--token", "hf_x", "--endpoint", url]) == 0
+    assert f"{url}/me/tiny/commit/1" in capsys.readouterr().out
+    assert received["create"]["visibility"] == "private" and received["create"]["name"] == "tiny"
+    assert {auth for _, auth in received["requests"]} == {"Bearer hf_x"}
+    files = received["files"]
+    assert {"README.md", "modules.json", "model.safetensors", "1_Pooling/config.json", "tuneforge.json"} <= set(files)
+    out = tmp_path / "export"
+    _export(trained.run_dir, out)
+    assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()  # the same export, uploaded whole
+    assert 'snapshot_download("me/tiny")' in files["README.md"].decode()
+    assert received["card_yaml"] == files["README.md"].decode()
+
+
 def test_push_fails_in_one_line_offline_or_without_a_token(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["push", str(tmp_path), "me/x", "--token", "hf_x"]) == 1
@@ -382,6 +451,8 @@ def test_push_fails_in_one_line_offline_or_without_a_token(tmp_path, monkeypatch
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     assert main(["push", str(tmp_path), "me/x"]) == 1
     assert "no Hugging Face token" in capsys.readouterr().err
+    assert main(["push", str(tmp_path), "me/x/y", "--token", "hf_x"]) == 1
+    assert "repo id 'me/x/y'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- README

@@ -15,9 +15,9 @@ class PushError(RuntimeError):
 
 
 def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, private: bool = False,
-             license: str | None = None, atol: float = 1e-4) -> str:
+             license: str | None = None, atol: float = 1e-4, endpoint: str | None = None) -> str:
     """Export ``run_dir`` (parity-checked, with its model card) and upload it as the model repo ``repo_id``;
-    returns the commit URL.
+    returns the commit URL. ``endpoint``: a hub other than the default (``$HF_ENDPOINT`` or huggingface.co).
 
     >>> # push_run("runs/sst2_lora", "me/sst2-minilm", private=True)
     """
@@ -29,6 +29,12 @@ def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, privat
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         raise PushError("HF_HUB_OFFLINE is set: uploads are disabled (unset it to push, or use "
                         "`tuneforge export RUN OUT` and upload the folder later)")
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as e:
+        raise PushError(f"repo id {repo_id!r}: {_first_line(e)}") from None
     token = token or get_token()
     if not token:
         raise PushError("no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login`")
@@ -37,12 +43,14 @@ def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, privat
             export_run(run_dir, Path(tmp) / "model", atol=atol, repo_id=repo_id, license=license)
         except ExportError as e:
             raise PushError(f"export failed: {e}") from None
-        api = HfApi(token=token)
+        api = HfApi(token=token, endpoint=endpoint)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             commit = api.upload_folder(repo_id=repo_id, folder_path=Path(tmp) / "model", repo_type="model",
                                        commit_message=f"Upload {Path(run_dir).name} (TuneForge export)")
         except HfHubHTTPError as e:
+            raise PushError(f"the hub refused the upload to {repo_id}: {_first_line(e)}") from None
+        except ValueError as e:  # the hub's check of the card's metadata (validate-yaml) failed
             raise PushError(f"the hub refused the upload to {repo_id}: {_first_line(e)}") from None
         except _transport_errors() as e:  # no network, DNS, TLS, timeouts
             raise PushError(f"cannot reach the hub to upload {repo_id}: {_first_line(e)}") from None
@@ -72,11 +80,13 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--token", help="a hub token with write access (default: HF_TOKEN or the saved login)")
     p.add_argument("--license", help="the model card's license (default: the packaged base model's, when known)")
+    p.add_argument("--endpoint", help="a hub other than the default ($HF_ENDPOINT, else huggingface.co)")
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        url = push_run(args.run_dir, args.repo_id, token=args.token, private=args.private, license=args.license)
+        url = push_run(args.run_dir, args.repo_id, token=args.token, private=args.private, license=args.license,
+                       endpoint=args.endpoint)
     except (PushError, FileNotFoundError) as e:
         print(f"tuneforge push: error: {e}", file=sys.stderr)
         return 1
