@@ -202,8 +202,8 @@ def loading_section(folder: str, info: dict[str, Any]) -> list[str]:
                   "(read back with transformers' GGUF loader at export: the logits matched):", "",
                   "```bash", "llama-cli -m model.gguf -cnv", "```"]
     if info["head_tensors"]:
-        lines.append(f"The task head (`{info['head_class']}`, tensors {', '.join(info['head_tensors'])}) is in "
-                     f"`head.safetensors`; it is applied as in `tuneforge/tasks/{info['task']}/head.py`.")
+        lines += ["", f"The task head (`{info['head_class']}`, tensors {', '.join(info['head_tensors'])}) is in "
+                      f"`head.safetensors`; it is applied as in `tuneforge/tasks/{info['task']}/head.py`."]
     return lines
 
 
