@@ -26,7 +26,8 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None
 # which tasks read the records of each format (json/jsonl records may be any task's)
 TASKS_OF = {"csv": ["classification"], "tsv": ["classification"], "lines": ["classification"],
             "json": ["classification", "ner", "qa", "relation"], "jsonl": ["classification", "ner", "qa", "relation"],
-            "conll": ["ner"], "squad": ["qa"], "semeval": ["relation"], "parallel": ["generation"]}
+            "conll": ["ner"], "squad": ["qa"], "semeval": ["relation"], "parallel": ["generation"],
+            "parquet": ["classification"], "arrow": ["classification"]}
 ALPHABET = string.ascii_letters + string.digits + " \t,;|@\"'{}[]:-_.\n\\" + "éß中\u00a0\u2028"
 
 

@@ -178,11 +178,11 @@ def open_arrow(path: Path) -> ColumnarSource:
         raise DataError(path, None, f"cannot open: {e}") from None
     try:
         table = pa.ipc.open_file(source).read_all()
-    except pa.ArrowInvalid:
+    except (pa.ArrowException, OSError, ValueError):
         source.seek(0)
         try:
             table = pa.ipc.open_stream(source).read_all()
-        except pa.ArrowInvalid as e:
+        except (pa.ArrowException, OSError, ValueError) as e:  # pyarrow raises OSError for some corrupt streams
             raise DataError(path, None, f"not an Arrow IPC file or stream: {e}") from None
     return _table_source(str(path), table, schema_class_names(table.schema))
 
@@ -195,14 +195,14 @@ def open_parquet(path: Path) -> ColumnarSource:
 
     try:
         pf = pq.ParquetFile(str(path))  # buffered reads: a mapped file would count its touched pages as ours
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowException, OSError, ValueError) as e:
         raise DataError(path, None, f"not a readable Parquet file: {e}") from None
     schema = pf.schema_arrow
 
     def batches(n: int, cols: list[str] | None = None) -> Iterator[Any]:
         try:
             yield from pf.iter_batches(batch_size=n, columns=cols)
-        except (pa.ArrowInvalid, OSError) as e:
+        except (pa.ArrowException, OSError, ValueError) as e:
             raise DataError(path, None, f"corrupt Parquet data: {e}") from None
 
     return ColumnarSource(str(path), pf.metadata.num_rows, list(schema.names), batches, schema_class_names(schema))
