@@ -16,6 +16,7 @@ EXTRA_OF = {
     "setfit": "fewshot", "sentence_transformers": "fewshot", "evaluate": "fewshot",
     "datasets": "datasets", "pyarrow": "datasets", "pandas": "datasets",
     "trl": "bench", "aiohttp": "bench",
+    "implicit": "recommend",
 }
 
 
