@@ -128,7 +128,7 @@ def render_run(run_dir: str | Path) -> str:
          "The untuned model scored with a prompt: label descriptions (encoders) or label words (decoders)."),
         ("curves", "Training", S.curves(run["metrics_log"], report.get("main_metric", "accuracy")), ""),
         ("classes", "Classes", S.classes(test), ""),
-        ("calibration", "Calibration", S.calibration(test, run["rows"]), ""),
+        ("calibration", "Calibration", S.calibration(test, run["rows"], name), ""),
         ("errors", "Error analysis", S.errors(run["rows"], run["explanations"]), ""),
         ("slices", "Slices", slices_section(run), "Metrics per slice of the test split (eval.slices)."),
         ("bias", "Counterfactual bias tests", counterfactual_section(run["counterfactuals"]),

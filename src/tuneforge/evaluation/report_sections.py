@@ -120,7 +120,7 @@ def classes(test: dict[str, Any]) -> str:
     return f'<div class="row">{"".join(parts)}</div>' if parts else ""
 
 
-def calibration(test: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def calibration(test: dict[str, Any], rows: list[dict[str, Any]], name: str = "fine-tuned") -> str:
     rel = test.get("reliability")
     if isinstance(rel, dict) and rel.get("before"):
         curves_ = {"before temperature scaling": rel["before"], "after": rel.get("after") or []}
@@ -128,7 +128,7 @@ def calibration(test: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 f"scaling (T = {test.get('temperature', float('nan')):.3f}, fitted on validation).")
     elif rows:
         bins = stats.reliability_bins([r["confidence"] for r in rows], [r["gold"] == r["predicted"] for r in rows])
-        curves_, note = {"fine-tuned": bins}, "Confidence = the predicted label's probability."
+        curves_, note = {name: bins}, "Confidence = the predicted label's probability."
     else:
         return ""
     return f'<div class="row">{svg.reliability(curves_, "Reliability (test)")}<p class=note>{note} Points under ' \
