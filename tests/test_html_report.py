@@ -108,3 +108,26 @@ def test_page_renders_in_chromium_without_errors(run_dir, tmp_path):
     colours = image.getcolors(maxcolors=1 << 20) or []
     blue = sum(n for n, (r, g, b) in colours if b > 180 and r < 90 and g < 140)  # the plots' lines, cells, bars
     assert image.size == (1280, 1600) and blue > 2000
+
+
+def test_error_explanations_stop_at_the_time_budget(tmp_path, monkeypatch):
+    """A large body explains a few error examples, not all of them: new ones stop starting after the budget."""
+    import tuneforge.explain as explain
+    from tuneforge.evaluation import analysis
+
+    calls = []
+
+    def fake_explain(model, task, items):
+        calls.append(items)
+        return [{"words": [], "item": items[0]}]
+
+    monkeypatch.setattr(explain, "explain_inputs", fake_explain)
+    monkeypatch.setattr(analysis, "EXPLAIN_BUDGET_S", 0.0)
+    rows = [{"id": i, "text": f"t{i}", "gold": "a", "predicted": "b" if i % 2 else "a", "confidence": 0.5 + i / 100}
+            for i in range(8)]
+    (tmp_path / "predictions").mkdir()
+    message = analysis._explain_errors(tmp_path, None, None, rows)
+    assert len(calls) == 1 and message.startswith("1 of 7 examples explained")
+    assert len(json.loads((tmp_path / "predictions" / "explanations.json").read_text())) == 1
+    monkeypatch.setattr(analysis, "EXPLAIN_BUDGET_S", 60.0)
+    assert analysis._explain_errors(tmp_path, None, None, rows) == "7 examples explained"
