@@ -12,6 +12,7 @@ import yaml
 from tuneforge.evaluation import report_sections as S
 from tuneforge.evaluation import stats, svg
 from tuneforge.evaluation.predictions import FOLDER, load_json, load_predictions, read_jsonl
+from tuneforge.evaluation.report import model_name
 from tuneforge.explain.render import CSS as EXPLAIN_CSS
 from tuneforge.io_utils import atomic_write_text
 
@@ -103,7 +104,7 @@ def run_card(run: dict[str, Any]) -> str:
              ("analysis time", f"{analysis['analysis_seconds']} s" if "analysis_seconds" in analysis else None),
              ("peak memory (process)", f"{analysis['peak_rss_mb']} MiB" if "peak_rss_mb" in analysis else None),
              ("peak GPU memory", f"{analysis['peak_gpu_mb']} MiB" if "peak_gpu_mb" in analysis else None),
-             ("method", S.model_name(report, run["config"])),
+             ("method", model_name(report, run["config"])),
              ("parameters trained", f"{training['trainable_parameters']:,} of {training['total_parameters']:,}"
               if "total_parameters" in training else training.get("trainable_parameters"))]
     facts += [(f"hardware: {k}", v) for k, v in (meta.get("hardware") or {}).items()]
@@ -120,7 +121,7 @@ def render_run(run_dir: str | Path) -> str:
     run = load_run(Path(run_dir))
     report = run["report"]
     test = report["metrics"].get(report.get("test_split", "test"), {})
-    name = S.model_name(report, run["config"])
+    name = model_name(report, run["config"])
     parts = [
         ("before-after", "Before / after", S.before_after(report, run["rows"], run["baselines"], name=name),
          f"The {S.esc(name)} model and each baseline on the same test split."),

@@ -11,6 +11,17 @@ HEADLINE = ("accuracy", "macro_f1", "micro_f1", "f1", "precision", "recall", "ex
             "rougeL", "bleu", "chrf", "subset_accuracy")
 
 
+UNTRAINED_NAMES = {"zero_shot": "zero-shot (no training)", "icl": "in-context (no training)", "setfit": "SetFit"}
+
+
+def model_name(report: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    """What the run's own model is called: ``fine-tuned``, or the prompting method that made it."""
+    method = ((config or {}).get("fewshot") or {}).get("method") or report.get("training", {}).get("method")
+    if report.get("training", {}).get("steps") == 0 and method not in UNTRAINED_NAMES:
+        method = "zero_shot"  # train.epochs 0: evaluated as is
+    return UNTRAINED_NAMES.get(method, "fine-tuned")
+
+
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -31,7 +42,7 @@ def comparison_table(report: dict[str, Any], split: str = "test") -> str:
     """A plain-text table: each baseline and the tuned model, on the same test split."""
     tuned = report["metrics"].get(split, {})
     cols = headline(tuned)
-    rows = [(name, m) for name, m in report["baselines"].items()] + [("fine-tuned", tuned)]
+    rows = [(name, m) for name, m in report["baselines"].items()] + [(model_name(report), tuned)]
     width = max([len(r[0]) for r in rows] + [10])
     out = [f"{'model':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
     for name, m in rows:
@@ -50,7 +61,8 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# TuneForge report: {report['task']} on `{report['model']}`", ""]
-    lines += ["## Before / after fine-tuning (test split)", "", "```", comparison_table(report), "```", ""]
+    title = "Before / after fine-tuning" if model_name(report) == "fine-tuned" else "Baselines and the run's model"
+    lines += [f"## {title} (test split)", "", "```", comparison_table(report), "```", ""]
     train = report.get("training", {})
     if train:
         lines += ["## Training", ""] + [f"- {k}: {v}" for k, v in train.items()] + [""]

@@ -49,17 +49,6 @@ def indices(rows: Sequence[dict[str, Any]], key: str, index: dict[str, int]) -> 
     return np.array([index.setdefault(r[key], len(index)) for r in rows])
 
 
-UNTRAINED_NAMES = {"zero_shot": "zero-shot (no training)", "icl": "in-context (no training)", "setfit": "SetFit"}
-
-
-def model_name(report: dict[str, Any], config: dict[str, Any] | None = None) -> str:
-    """What the run's own model is called on the page: ``fine-tuned``, or the prompting method that made it."""
-    method = ((config or {}).get("fewshot") or {}).get("method") or report.get("training", {}).get("method")
-    if report.get("training", {}).get("steps") == 0 and method not in UNTRAINED_NAMES:
-        method = "zero_shot"  # train.epochs 0: evaluated as is
-    return UNTRAINED_NAMES.get(method, "fine-tuned")
-
-
 def before_after(report: dict[str, Any], rows: list[dict[str, Any]], baselines: dict[str, list[dict[str, Any]]],
                  seed: int = 0, name: str = "fine-tuned") -> str:
     """Each model's accuracy and macro F1 with bootstrap 95% CIs, and the paired tests of the run's model
