@@ -121,6 +121,7 @@ _CHOICES = {
     ("fewshot", "method"): ("none", "setfit", "prompt", "icl", "zero_shot"),
     ("fewshot", "selection"): ("random", "nearest"),
     ("fewshot", "order"): ("random", "grouped", "similar_last"),
+    ("eval", "language"): ("auto", "en", "zh"),
     ("calibration", "oos_score"): ("auto", "max_softmax", "energy", "distance"),
     ("calibration", "rule"): ("auto", "oos_recall", "coverage", "precision"),
     ("continual", "scenario"): ("task_incremental", "class_incremental", "domain_incremental"),

@@ -195,6 +195,10 @@ class EvalConfig:
     slices: list[str] = _f([], "Test-split slices in report.html, each with confidence intervals and significant "
                                "gaps to the rest flagged: length (word-count quartiles) | source (the data file) | "
                                "the name of any other column in the data file (e.g. a group column).")
+    language: str = _f("auto", "Language the text metrics assume: en (SQuAD-style words, ROUGE with stemming, "
+                               "BLEU 13a) | zh (CMRC 2018 character segmentation for QA, ROUGE over characters, "
+                               "BLEU zh tokenizer) | auto (zh when at least 20% of the references' characters "
+                               "are Chinese).")
     counterfactuals: str | None = _f(None, "Counterfactual template file (YAML): sentence pairs that differ only in "
                                            "a group term; the report gives the prediction flip rate and mean "
                                            "probability shift per term pair. Built-in sets: sentiment_en, "

@@ -45,7 +45,7 @@ def make_task(cfg: RunConfig, resolved: ResolvedModel) -> Task:
     """The configured task, built from explicit sections (never the whole config)."""
     return build_task(cfg.task, TaskContext(data=cfg.data, head=cfg.head, loss=cfg.loss, model_kind=resolved.kind,
                                             span=cfg.span, generation=cfg.generation, recommend=cfg.recommend,
-                                            model_path=resolved.path))
+                                            model_path=resolved.path, language=cfg.eval.language))
 
 
 def new_accelerator(precision: str) -> Any:
