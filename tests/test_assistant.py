@@ -364,6 +364,12 @@ def test_rewording_keeps_the_template_when_the_rewrite_changes_a_fact(intent_run
 
     r = _assistant(intent_run, tiny_bert_dir, threshold=0.0, rewriter=Rewriter(broken)).reply("change pin please")
     assert r["answer"] == r["reword"]["template_answer"] and "model crashed" in r["reword"]["kept_because"]
+    echo = _assistant(intent_run, tiny_bert_dir, threshold=0.0, rewriter=Rewriter(
+        lambda m, n: "Customer question: my card has not arrived yet\nAnswer to rewrite: Cards arrive within 2 days; "
+                     "track yours in the app."))
+    r = echo.reply("my card has not arrived yet", slots={"days": "2 days"})
+    assert r["reword"] == {"used": False, "kept_because": "repeats the prompt",
+                           "template_answer": "Cards arrive within 2 days; track yours in the app."}
     # the hand-off message is never reworded
     nobody = _assistant(intent_run, tiny_bert_dir, threshold=1.01, faq_min_similarity=1.01, rewriter=Rewriter(good))
     assert "reword" not in nobody.reply("movie film love")

@@ -72,6 +72,22 @@ def check_rewrite(original: str, rewrite: str, keep: Iterable[str] = (), min_wor
     return None
 
 
+PROMPT_LABELS = ("customer question:", "answer to rewrite:")
+
+
+def echo_reason(rewrite: str, question: str) -> str | None:
+    """A small model sometimes repeats its prompt: a rewrite holding the prompt's labels or the customer's question
+    is not an answer.
+
+    >>> echo_reason("Customer question: where is my card? Answer to rewrite: ...", "where is my card?")
+    'repeats the prompt'
+    """
+    low = rewrite.lower()
+    if any(label in low for label in PROMPT_LABELS) or (len(question) > 12 and question.strip().lower() in low):
+        return "repeats the prompt"
+    return None
+
+
 @dataclass
 class Rewriter:
     """``reword(question, answer, keep)`` → ``(text, info)``: the rewrite when :func:`check_rewrite` accepts it,
@@ -88,7 +104,7 @@ class Rewriter:
             text = self.generate(messages, budget).strip()
         except Exception as e:  # a broken rewording model must not break the answer
             return answer, {"used": False, "kept_because": f"rewording failed: {type(e).__name__}: {e}"}
-        reason = check_rewrite(answer, text, keep, self.min_word_recall)
+        reason = echo_reason(text, question) or check_rewrite(answer, text, keep, self.min_word_recall)
         if reason is not None:
             return answer, {"used": False, "kept_because": reason}
         return text, {"used": True}
