@@ -60,6 +60,20 @@ RANGES: dict[str, str] = {
     "assistant.faq_min_similarity": "[-1, 1]",  # a cosine similarity
     "assistant.handoff_top_k": "[1, inf)",
     "assistant.reword_min_word_recall": "[0, 1]",
+    "recommend.test_fraction": "(0, 1)",
+    "recommend.min_interactions": "[1, inf)",
+    "recommend.history_length": "[1, inf)",
+    "recommend.item_max_length": "[1, inf)",
+    "recommend.targets_per_user": "[1, inf)",
+    "recommend.hard_negatives": "[0, inf)",
+    "recommend.negative_power": "[0, inf)",
+    "recommend.temperature": "(0, inf)",
+    "recommend.top_k": "[1, inf)",
+    "recommend.cold_start_max": "[0, inf)",
+    "recommend.bootstrap": "[0, inf)",
+    "recommend.als_factors": "[1, inf)",
+    "recommend.als_iterations": "[1, inf)",
+    "recommend.als_regularization": "[0, inf)",
     "fewshot.k": "[0, inf)",
     "fewshot.max_prompt_tokens": "[1, inf)",
     "fewshot.setfit_iterations": "[1, inf)",
@@ -87,7 +101,7 @@ RANGES: dict[str, str] = {
     "continual.lwf_temperature": "(0, inf)",
 }
 # numeric fields checked elsewhere (cross-field checks or their own section's validation)
-UNBOUNDED: set[str] = {"loss.class_weights"}
+UNBOUNDED: set[str] = {"loss.class_weights", "recommend.min_rating"}  # a rating scale is the data's own
 
 
 @dataclasses.dataclass(frozen=True)
