@@ -73,6 +73,16 @@ def char_units(text: str) -> list[str]:
     return out
 
 
+def drop_partial_char(text: str) -> str:
+    """``text`` without the U+FFFD that an unfinished multi-byte character decodes to at its end (a byte-level
+    tokenizer spends 2-4 tokens on one Chinese character, and a token budget can stop inside it).
+
+    >>> drop_partial_char("你好\ufffd\ufffd")
+    '你好'
+    """
+    return text.rstrip("\ufffd")
+
+
 class CharTokenizer:
     """The ``tokenize(text)`` object rouge-score accepts: ROUGE over :func:`char_units` (punctuation dropped)."""
 

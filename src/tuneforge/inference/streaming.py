@@ -12,16 +12,7 @@ from typing import Any
 
 from transformers import TextIteratorStreamer
 
-REPLACEMENT = "\ufffd"
-
-
-def drop_partial_char(text: str) -> str:
-    """``text`` without the replacement characters an unfinished multi-byte character decodes to at its end.
-
-    >>> drop_partial_char("你好\\ufffd\\ufffd")
-    '你好'
-    """
-    return text.rstrip(REPLACEMENT)
+from tuneforge.evaluation.language import drop_partial_char
 
 
 class WholeTextStreamer(TextIteratorStreamer):

@@ -128,6 +128,7 @@ def plain_causal_lm(name: str) -> Generate:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from tuneforge.evaluation.language import drop_partial_char
     from tuneforge.models import load_tokenizer, resolve_model
 
     resolved = resolve_model(name)
@@ -145,6 +146,6 @@ def plain_causal_lm(name: str) -> Generate:
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
         new = out[0, ids["input_ids"].shape[1]:]
-        return tokenizer.decode(new, skip_special_tokens=True).rstrip("\ufffd")
+        return drop_partial_char(tokenizer.decode(new, skip_special_tokens=True))
 
     return generate

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tuneforge.data.readers import BadRows, Record
+from tuneforge.evaluation.language import drop_partial_char
 from tuneforge.tasks.base import TASKS, Batch, Example, Feature, TaskContext
 from tuneforge.tasks.generation import data as gdata
 from tuneforge.tasks.generation import readers as _readers  # noqa: F401  (registers the `parallel` format)
@@ -123,8 +124,7 @@ class GenerationTask:
         out = []
         for row in sequences.tolist():
             cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
-            # a token budget can stop inside a multi-byte character: drop its U+FFFD remains
-            out.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).rstrip("\ufffd").strip())
+            out.append(drop_partial_char(self.tokenizer.decode(row[:cut], skip_special_tokens=True)).strip())
         return out
 
     def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
