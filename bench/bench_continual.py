@@ -42,15 +42,18 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--heatmaps", help="copy each strategy's heatmap into this folder")
     ap.add_argument("--resume", action="store_true", help="keep the results already in --out")
+    ap.add_argument("--tag", default="", help="suffix of each run's name in --out and its folder (variants of a "
+                                              "strategy, e.g. '+current' with continual.loss_mask=current)")
     args = ap.parse_args()
     out = Path(args.out)
     results = json.loads(out.read_text()) if args.resume and out.is_file() else {}
     runs = results.setdefault("runs", {})
     for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
-        if strategy in runs:
+        name = f"{strategy}{args.tag}"
+        if name in runs:
             continue
         cfg = load_config(args.config, [*args.overrides, f"continual.strategy={strategy}"])
-        cfg.output_dir = f"{cfg.output_dir}_{strategy}"
+        cfg.output_dir = f"{cfg.output_dir}_{strategy}{args.tag.replace('+', '_').replace('=', '')}"
         for st in cfg.continual.stages:
             st.limit = max(8, int(st.limit * args.scale)) if st.limit else st.limit
             test_scale = args.scale if args.test_scale is None else args.test_scale
@@ -60,10 +63,10 @@ def main() -> None:
         report["wall_seconds"] = round(time.perf_counter() - t0, 1)
         report["overrides"] = list(args.overrides)
         if args.heatmaps:
-            dst = Path(args.heatmaps) / f"continual_{cfg.continual.scenario}_{strategy}{Path(report['heatmap']).suffix}"
+            dst = Path(args.heatmaps) / f"continual_{cfg.continual.scenario}_{name.replace('+', '_')}{Path(report['heatmap']).suffix}"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(report["heatmap"], dst)
-        runs[strategy] = report
+        runs[name] = report
         results.update({"config": args.config, "overrides": args.overrides, "scale": args.scale,
                         "test_scale": args.test_scale, "cpu": _cpu(),
                         "summary": _summary(runs)})
@@ -79,11 +82,11 @@ def _summary(runs: dict) -> dict:
         row = {"average_accuracy": round(r["average_accuracy"], 4), "forgetting": round(r["forgetting"], 4),
                "backward_transfer": round(r["backward_transfer"], 4),
                "forward_transfer": round(r["forward_transfer"], 4), "seconds": r["total_seconds"]}
-        if naive and naive > 0 and name != "naive":
+        if naive and naive > 0 and name != "naive" and not name.startswith("joint"):
             row["forgetting_cut_vs_naive"] = round(1 - r["forgetting"] / naive, 4)
         rows[name] = row
     if "joint" in runs:
-        best = max((n for n in runs if n != "joint"), key=lambda n: runs[n]["average_accuracy"], default=None)
+        best = max((n for n in runs if not n.startswith("joint")), key=lambda n: runs[n]["average_accuracy"], default=None)
         if best:
             rows["best_vs_joint_points"] = round(100 * (runs[best]["average_accuracy"]
                                                         - runs["joint"]["average_accuracy"]), 2)

@@ -351,6 +351,11 @@ class ContinualConfig:
                                "each stage.")
     lwf_alpha: float = _f(1.0, "lwf: weight of the distillation term.")
     lwf_temperature: float = _f(2.0, "lwf: softmax temperature of the distillation.")
+    loss_mask: str = _f("none", "One head (class/domain-incremental): the logits each stage's cross-entropy runs "
+                                "over. none = every label; seen = the classes of this and earlier stages; current "
+                                "= this stage's classes for its own rows (the labels trick) and the classes seen "
+                                "so far for replayed rows. Masked logits get no gradient, so the earlier classes "
+                                "are not pushed down by rows that are not theirs.")
 
     def __post_init__(self) -> None:
         # typed here rather than in the hint, so the field docs list one key for the stage list

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from tuneforge.config import RunConfig, save_config
+from tuneforge.continual.masking import MaskedLoss, class_masks
 from tuneforge.continual.metrics import summarise
 from tuneforge.continual.stages import SHARED_HEAD, Stage, check_continual, load_stages
 from tuneforge.continual.strategies import Replay, Strategy, build_strategy
@@ -51,6 +52,7 @@ class Context:
     model: nn.Module | None = None
     heads: dict[int, nn.Module] = field(default_factory=dict)  # stage -> its trained head (a head per stage)
     device: torch.device = torch.device("cpu")
+    loss_mask: str = "none"
 
     @property
     def shared_head(self) -> bool:
@@ -77,12 +79,23 @@ class Context:
             return [_frozen(self.model.classifier)]
         return [self.heads[s] for s in range(self.index)]
 
+    def stage_labels(self, s: int) -> set[str]:
+        return {lab for ex in self.stages[s].prepared.splits["train"] for lab in ex["labels"]}
+
     def old_classes(self) -> list[int] | None:
         """A shared head's output indices of the classes seen before this stage (None with a head per stage)."""
         if not self.shared_head:
             return None
-        seen = {lab for s in range(self.index) for ex in self.stages[s].prepared.splits["train"] for lab in ex["labels"]}
+        seen = set().union(*(self.stage_labels(s) for s in range(self.index)))
         return [i for i, lab in enumerate(self.task_of(self.index).labels) if lab in seen]
+
+    def loss_task(self, s: int) -> Any:
+        """Stage ``s``'s task as its training loss sees it: with one head and ``loss_mask``, over the allowed logits."""
+        task = self.task_of(s)
+        if self.loss_mask == "none" or not self.shared_head:
+            return task
+        earlier = set().union(*(self.stage_labels(j) for j in range(s)))
+        return MaskedLoss(task, self.loss_mask, *class_masks(task.labels, self.stage_labels(s), earlier))
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -110,7 +123,7 @@ def run_continual(cfg: RunConfig, resume: bool = False, overwrite: bool = False)
     stages = load_stages(cfg, run_dir)
     cc = cfg.continual
     strategy = build_strategy(cc.strategy, cc, cfg.seed)
-    ctx = Context(stages, cc.scenario)
+    ctx = Context(stages, cc.scenario, loss_mask=cc.loss_mask)
     fresh = _fresh_heads(stages, ctx.shared_head)
     if state["before"] is None:
         state["before"] = [accuracy(HeadSwap(fresh["model"], fresh[j]), st, cfg.eval.batch_size)
@@ -201,7 +214,7 @@ def _train_stage(cfg: RunConfig, stage: Stage, ctx: Context, strategy: Strategy,
     from tuneforge.run import new_accelerator
 
     t0 = time.perf_counter()
-    result = fit(model, p.task, p.features["train"] + plan.extra_train, p.features[p.validation_split],
+    result = fit(model, ctx.loss_task(stage.index), p.features["train"] + plan.extra_train, p.features[p.validation_split],
                  p.splits[p.validation_split], scfg.train, scfg.seed, stage_dir, accelerator=new_accelerator(precision),
                  step_hooks=built.step_hooks, eval_batch_size=cfg.eval.batch_size,
                  loss_terms=[*built.loss_terms, *plan.loss_terms], batch_hooks=plan.batch_hooks)

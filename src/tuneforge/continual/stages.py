@@ -50,9 +50,28 @@ def check_continual(cfg: RunConfig) -> None:
     if cc.strategy == "adapter_per_stage" and cc.scenario != "task_incremental":
         raise ConfigError(f"{where}continual.strategy adapter_per_stage routes by stage id: it needs scenario "
                           f"task_incremental, not {cc.scenario!r}")
+    _check_loss_mask(cfg, where)
     if cc.strategy != "adapter_per_stage" and cfg.peft.method:
         raise ConfigError(f"{where}peft.method is for strategy adapter_per_stage; strategy {cc.strategy!r} trains "
                           f"the backbone")
+
+
+def _check_loss_mask(cfg: RunConfig, where: str) -> None:
+    from tuneforge.continual.masking import LOSS_MASKS
+
+    mask = cfg.continual.loss_mask
+    if mask not in LOSS_MASKS:
+        raise ConfigError(f"{where}continual.loss_mask: unknown loss mask {mask!r}; known: {', '.join(LOSS_MASKS)}")
+    if mask == "none":
+        return
+    if cfg.continual.scenario not in SHARED_HEAD:
+        raise ConfigError(f"{where}continual.loss_mask {mask!r} masks one shared head's logits: it needs scenario "
+                          f"class_incremental or domain_incremental, not {cfg.continual.scenario!r}")
+    if cfg.data.multi_label:
+        raise ConfigError(f"{where}continual.loss_mask {mask!r} needs single-label classification (data.multi_label "
+                          f"false): it masks one softmax")
+    if cfg.loss.label_smoothing:  # smoothing spreads target mass over every label, the masked ones included
+        raise ConfigError(f"{where}loss.label_smoothing must be 0 with continual.loss_mask {mask!r}")
 
 
 def stage_config(cfg: RunConfig, i: int, run_dir: Path) -> RunConfig:

@@ -245,7 +245,7 @@ class EWC(Strategy):
         names = ctx.shared_parameter_names()
         feats = ctx.train_features(ctx.index)
         rows = random.Random(self.seed + ctx.index).sample(list(feats), min(self.opts.ewc_samples, len(feats)))
-        task = ctx.task_of(ctx.index)
+        task = ctx.loss_task(ctx.index)  # the loss the stage trained on (masked logits with continual.loss_mask)
 
         def loss_of(row: Feature) -> torch.Tensor:
             batch = task.collate([row])
