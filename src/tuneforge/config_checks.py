@@ -74,6 +74,13 @@ RANGES: dict[str, str] = {
     "recommend.als_factors": "[1, inf)",
     "recommend.als_iterations": "[1, inf)",
     "recommend.als_regularization": "[0, inf)",
+    "recommend.rerank_k": "[1, inf)",
+    "recommend.rerank_negatives": "[1, inf)",
+    "recommend.rerank_examples": "[1, inf)",
+    "recommend.rerank_max_length": "[8, inf)",
+    "recommend.rerank_epochs": "[1, inf)",
+    "recommend.rerank_lr": "(0, inf)",
+    "recommend.rerank_batch_size": "[1, inf)",
     "fewshot.k": "[0, inf)",
     "fewshot.max_prompt_tokens": "[1, inf)",
     "fewshot.setfit_iterations": "[1, inf)",
@@ -98,6 +105,7 @@ RANGES: dict[str, str] = {
     "continual.ewc_gamma": "[0, 1]",
     "continual.ewc_samples": "[1, inf)",
     "continual.lwf_alpha": "[0, inf)",
+    "continual.adapter_lr": "(0, inf)",
     "continual.lwf_temperature": "(0, inf)",
 }
 # numeric fields checked elsewhere (cross-field checks or their own section's validation)

@@ -351,6 +351,9 @@ class ContinualConfig:
                                "each stage.")
     lwf_alpha: float = _f(1.0, "lwf: weight of the distillation term.")
     lwf_temperature: float = _f(2.0, "lwf: softmax temperature of the distillation.")
+    adapter_lr: float | None = _f(1e-3, "adapter_per_stage: learning rate of every stage's adapter and head "
+                                        "(over train.lr and each stage's own lr): LoRA wants ~10x the rate of "
+                                        "full fine-tuning; null = train.lr as configured.")
     loss_mask: str = _f("none", "One head (class/domain-incremental): the logits each stage's cross-entropy runs "
                                 "over. none = every label; seen = the classes of this and earlier stages; current "
                                 "= this stage's classes for its own rows (the labels trick) and the classes seen "
@@ -425,6 +428,19 @@ class RecommendConfig:
     als_factors: int = _f(64, "Baseline als: latent factors of implicit's AlternatingLeastSquares.")
     als_iterations: int = _f(15, "Baseline als: ALS iterations.")
     als_regularization: float = _f(0.05, "Baseline als: L2 regularisation.")
+    rerank: str = _f("none", "Re-ranker of the bi-encoder's top rerank_k when serving: none | cross_encoder (fit "
+                             "first with `tuneforge recommend RUN --fit-reranker`).")
+    rerank_k: int = _f(20, "Candidates from the bi-encoder the re-ranker re-orders (and draws its training "
+                           "negatives from); places below rerank_k keep the bi-encoder's order.")
+    rerank_negatives: int = _f(3, "Cross-encoder training: negatives per target, a seeded draw from the "
+                                  "bi-encoder's top rerank_k for that history, never one of the user's items.")
+    rerank_examples: int | None = _f(1500, "Cross-encoder training: a seeded sample of this many training "
+                                           "targets (history -> item); null = all of them.")
+    rerank_max_length: int = _f(128, "Cross-encoder: tokens per (user text, item text) pair; the user's text "
+                                     "(most recent first) is cut, the item's kept.")
+    rerank_epochs: int = _f(1, "Cross-encoder training: passes over the sampled targets.")
+    rerank_lr: float = _f(5e-5, "Cross-encoder training: peak learning rate.")
+    rerank_batch_size: int = _f(8, "Cross-encoder training: targets per batch (each with its negatives).")
 
 
 @dataclass

@@ -88,8 +88,11 @@ def stage_config(cfg: RunConfig, i: int, run_dir: Path) -> RunConfig:
     raw["output_dir"] = str(run_dir / "stages" / f"{i}-{stage.name}")
     scfg = config_from_dict(raw, source=cfg.source)
     resolve_data_paths(scfg, Path(cfg.source).parent if cfg.source else Path.cwd())
-    if cfg.continual.strategy == "adapter_per_stage" and not scfg.peft.method:
-        scfg.peft.method = "lora"  # the default adapter: LoRA on every linear layer of the blocks
+    if cfg.continual.strategy == "adapter_per_stage":
+        if not scfg.peft.method:
+            scfg.peft.method = "lora"  # the default adapter: LoRA on every linear layer of the blocks
+        if cfg.continual.adapter_lr is not None:
+            scfg.train.lr = cfg.continual.adapter_lr
     return scfg
 
 
