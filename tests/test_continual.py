@@ -150,3 +150,16 @@ def test_cli_runs_a_sequence(tiny_bert_dir, tmp_path):
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     assert main(["continual", str(path)]) == 0
     assert (Path(cfg.output_dir) / "report.json").is_file()
+
+
+def test_adapter_lr_is_every_adapter_stage_s_rate(tiny_bert_dir, tmp_path):
+    from tuneforge.continual.stages import stage_config
+
+    cfg = continual_cfg(tiny_bert_dir, tmp_path, "task_incremental", "adapter_per_stage", adapter_lr=2e-3)
+    cfg.continual.stages[1].train = {"lr": 1e-5}  # a full fine-tuning rate on one stage: the adapter's rate wins
+    assert [stage_config(cfg, i, tmp_path / "run").train.lr for i in range(2)] == [2e-3, 2e-3]
+    cfg.continual.adapter_lr = None
+    assert [stage_config(cfg, i, tmp_path / "run").train.lr for i in range(2)] == [3e-3, 1e-5]
+    cfg.continual.strategy = "naive"
+    cfg.continual.adapter_lr = 2e-3
+    assert stage_config(cfg, 1, tmp_path / "run").train.lr == 1e-5
