@@ -241,6 +241,8 @@ class EWC(Strategy):
         return StagePlan(loss_terms=[term], cost={"penalised_parameters": sum(f.numel() for f in fisher.values())})
 
     def finish(self, ctx: Any) -> None:
+        if ctx.index == len(ctx.stages) - 1:  # no stage follows the last one: its Fisher would never be used
+            return
         model = ctx.model
         names = ctx.shared_parameter_names()
         feats = ctx.train_features(ctx.index)
