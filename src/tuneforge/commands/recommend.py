@@ -20,6 +20,14 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hybrid", action="store_true",
                    help="fit the hybrid ranker (text score + popularity, recency, genre affinity) on the run's "
                         "validation users and compare it with the text model on the test users")
+    p.add_argument("--fit-reranker", action="store_true",
+                   help="fit the cross-encoder re-ranker (recommend.rerank_* settings) into RUN/recommend/"
+                        "cross_encoder and compare the bi-encoder alone, + hybrid, + cross-encoder and the hybrid "
+                        "over the cross-encoder's score on the test users (RUN/recommend/rerank.json)")
+    rr = p.add_mutually_exclusive_group()
+    rr.add_argument("--rerank", dest="rerank", action="store_true", default=None,
+                    help="re-order the top recommend.rerank_k with the run's cross-encoder")
+    rr.add_argument("--no-rerank", dest="rerank", action="store_false", help="the bi-encoder's order only")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
 
@@ -45,6 +53,11 @@ def _run(args: argparse.Namespace) -> int:
         out = evaluate_hybrid(args.run_dir)
         print(json.dumps(out, indent=2))
         return 0
+    if args.fit_reranker:
+        from tuneforge.apps.recommend.rerank_eval import evaluate_rerankers
+
+        print(json.dumps(evaluate_rerankers(args.run_dir), indent=2))
+        return 0
     if not args.serve and args.user is None and not liked:
         print("tuneforge recommend: error: give --user ID and/or --liked ID,ID", file=sys.stderr)
         return 2
@@ -59,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
             uvicorn.run(add_recommend_routes(FastAPI(title="TuneForge recommend"), rec), host=args.host,
                         port=args.port, log_level="info")
             return 0
-        reply = rec.recommend(args.user, liked, args.k)
+        reply = rec.recommend(args.user, liked, args.k, rerank=args.rerank)
     except (KeyError, ValueError, FileNotFoundError) as e:
         print(f"tuneforge recommend: error: {str(e).strip(chr(39))}", file=sys.stderr)
         return 2

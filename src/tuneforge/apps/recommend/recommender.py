@@ -13,6 +13,7 @@ import torch
 
 from tuneforge.apps.recommend.index import ItemIndex, fingerprint, load_cached, save_cached
 from tuneforge.tasks.recommendation import data as rdata
+from tuneforge.tasks.recommendation.cross_encoder import RERANKERS, CrossReranker, reorder_top
 
 MAX_K = 100
 
@@ -33,6 +34,14 @@ class Recommender:
             if run_dir is not None and key:
                 save_cached(run_dir, key, matrix)
         self.index = ItemIndex(matrix, self.catalogue.ids)
+        # a fitted cross-encoder is loaded when there is one; recommend.rerank says whether replies use it by default
+        self.reranker: CrossReranker | None = None
+        self.rerank_default = RERANKERS.get(task.opts.rerank) is not None and task.opts.rerank == "cross_encoder"
+        folder = run_dir / "recommend" / "cross_encoder" if run_dir is not None else None
+        if folder is not None and (folder.is_dir() or self.rerank_default):
+            self.reranker = CrossReranker.load(folder)
+        elif self.rerank_default:
+            raise ValueError("recommend.rerank cross_encoder needs the run directory that holds it")
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> Recommender:
@@ -64,11 +73,13 @@ class Recommender:
         return out["user"][0].float().numpy()
 
     def recommend(self, user: str | None = None, liked: list[str] | None = None, k: int = 10,
-                  influences: int = 3, exclude_seen: bool = True) -> dict[str, Any]:
+                  influences: int = 3, exclude_seen: bool = True, rerank: bool | None = None) -> dict[str, Any]:
         """Top-``k`` items for ``user`` (their logged history) and/or ``liked`` (more item ids, oldest first).
 
         Each item carries its cosine score and the ``influences`` history items most similar to it (item-side
-        embeddings): the ones that pulled it up the ranking.
+        embeddings): the ones that pulled it up the ranking. ``rerank`` (default: on when the run's
+        recommend.rerank names one) re-orders the bi-encoder's top recommend.rerank_k by the cross-encoder; each
+        item then also carries its ``rerank_score``.
         """
         start = time.perf_counter()
         if not 1 <= k <= MAX_K:
@@ -86,7 +97,16 @@ class Recommender:
         if not history:
             raise ValueError("give a user of the log or at least one liked item id")
         rows = [self.catalogue.index[i] for i in history]
-        top, scores = self.index.top_k(self.user_vector(history), k, rows if exclude_seen else ())
+        use = self.rerank_default if rerank is None else rerank
+        if use and self.reranker is None:
+            raise ValueError("this run serves no re-ranker: set recommend.rerank: cross_encoder after "
+                             "`tuneforge recommend RUN --fit-reranker`")
+        n = max(k, self.task.opts.rerank_k) if use else k
+        top, scores = self.index.top_k(self.user_vector(history), n, rows if exclude_seen else ())
+        extra: list[float | None] = [None] * len(top)
+        if use and self.reranker is not None:
+            top, scores, extra = self._rerank(history, top, scores)
+        top, scores, extra = top[:k], scores[:k], extra[:k]
         recent = rows[-self.task.opts.history_length:]  # what the user's text holds
         sims = self.index.matrix[top] @ self.index.matrix[recent].T if top else np.zeros((0, 0))  # (k, H')
         items = []
@@ -95,8 +115,22 @@ class Recommender:
             items.append({"item": self.catalogue.ids[row], "title": self._title(row), "score": round(score, 5),
                           "because": [{"item": self.catalogue.ids[recent[b]], "title": self._title(recent[b]),
                                        "similarity": round(float(sims[j, b]), 5)} for b in best]})
-        return {"user": user, "history_size": len(history), "items": items,
+            if extra[j] is not None:
+                items[-1]["rerank_score"] = round(float(extra[j]), 5)
+        return {"user": user, "history_size": len(history), "items": items, "reranked": bool(use),
                 "latency_ms": round(1000 * (time.perf_counter() - start), 2)}
+
+    def _rerank(self, history: list[str], top: list[int], scores: list[float]) -> tuple[list[int], list[float],
+                                                                                       list[float | None]]:
+        """The first recommend.rerank_k of ``top`` in the cross-encoder's order; the rest as retrieved."""
+        assert self.reranker is not None
+        head = top[:self.task.opts.rerank_k]
+        texts = [self.catalogue.text(self.catalogue.ids[r], self.task.opts.item_template) for r in head]
+        cross = self.reranker.score(self.task.user_text(history), texts)
+        order = reorder_top(list(range(len(head))), cross.tolist())
+        tail = range(len(head), len(top))
+        return ([top[i] for i in order] + [top[i] for i in tail], [scores[i] for i in order] + [scores[i] for i in tail],
+                [float(cross[i]) for i in order] + [None] * len(tail))
 
     def _title(self, row: int) -> str:
         return self.catalogue.text(self.catalogue.ids[row], self.task.opts.history_template)

@@ -21,6 +21,7 @@ from tuneforge.data.load import LoadedData
 from tuneforge.data.readers import BadRows, DataError, Record
 from tuneforge.tasks.base import TASKS, Batch, Example, Feature, TaskContext
 from tuneforge.tasks.recommendation import data as rdata
+from tuneforge.tasks.recommendation.cross_encoder import RERANKERS
 from tuneforge.tasks.recommendation.head import BiEncoder, in_batch_loss
 from tuneforge.tasks.recommendation.metrics import rank_scores, ranking_metrics
 
@@ -38,6 +39,7 @@ class RecommendationTask:
 
     def __init__(self, ctx: TaskContext):
         self.opts = ctx.recommend or RecommendConfig()
+        RERANKERS.get(self.opts.rerank)  # an unknown re-ranker fails here, naming the known ones
         self.max_length = ctx.data.max_length
         self.pooling = "mean" if ctx.head.pooling == "auto" else ctx.head.pooling
         self.main_metric = f"ndcg@{self.opts.top_k}"
