@@ -434,9 +434,9 @@ class RecommendConfig:
                            "negatives from); places below rerank_k keep the bi-encoder's order.")
     rerank_negatives: int = _f(3, "Cross-encoder training: negatives per target, a seeded draw from the "
                                   "bi-encoder's top rerank_k for that history, never one of the user's items.")
-    rerank_examples: int | None = _f(1500, "Cross-encoder training: a seeded sample of this many training "
+    rerank_examples: int | None = _f(1000, "Cross-encoder training: a seeded sample of this many training "
                                            "targets (history -> item); null = all of them.")
-    rerank_max_length: int = _f(128, "Cross-encoder: tokens per (user text, item text) pair; the user's text "
+    rerank_max_length: int = _f(64, "Cross-encoder: tokens per (user text, item text) pair; the user's text "
                                      "(most recent first) is cut, the item's kept.")
     rerank_epochs: int = _f(1, "Cross-encoder training: passes over the sampled targets.")
     rerank_lr: float = _f(5e-5, "Cross-encoder training: peak learning rate.")

@@ -91,6 +91,8 @@ def fit_cross_encoder(rs: RunScores) -> tuple[ce.CrossReranker, dict[str, Any]]:
 
     train_feats, val_feats = features(picked), features(val)
     mined = time.perf_counter() - start
+    print(f"cross-encoder: {len(train_feats)} targets with {o.rerank_negatives} negatives each from the bi-encoder's "
+          f"top {o.rerank_k} ({mined:.0f} s); tuning", flush=True)
     torch.manual_seed(cfg.seed)  # the score layer's initialisation
     model = ce.CrossEncoder(load_backbone(rs.loaded.resolved.path, cfg.train.dropout), task.pooling)
     train_cfg = dataclasses.replace(
@@ -163,6 +165,7 @@ def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool
     hybrid_s = time.perf_counter() - start
 
     tops = [hy.candidates(s, [index[i] for i in ex["seen"]], o.rerank_k) for ex, s in zip(test, test_scores)]
+    print(f"cross-encoder: scoring the top {o.rerank_k} of {len(test)} test users", flush=True)
     start = time.perf_counter()
     crossed = cross_scores(rs, reranker, test, tops)
     cross_s = time.perf_counter() - start
@@ -172,6 +175,7 @@ def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool
               "hybrid_ms_per_user": _ms(hybrid_s, test), "cross_encoder_ms_per_user": _ms(cross_s, test),
               "cross_encoder_eval_s": round(cross_s, 1)}
     if cross_hybrid:
+        print("hybrid over the cross-encoder: scoring the validation users' candidates", flush=True)
         rankings["hybrid_over_cross"], timing["hybrid_over_cross_fit_s"] = _cross_hybrid(
             rs, reranker, context, val, val_scores, test, test_scores, tops, crossed)
     cold = [all(task.counts[index[t]] <= o.cold_start_max for t in ex["targets"]) for ex in test]
