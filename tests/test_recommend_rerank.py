@@ -93,7 +93,7 @@ def test_fit_evaluate_and_serve_with_reranking(tiny_bert_dir, tmp_path):
     cfg = toy_config(tmp_path, tiny_bert_dir)
     cfg.recommend.rerank_k, cfg.recommend.rerank_examples, cfg.recommend.rerank_max_length = 6, 20, 40
     result = train(cfg)
-    assert (result.run_dir / "report.html").is_file()  # the run's page, as for every task
+    assert "NDCG@10 % [95% CI]" in (result.run_dir / "report.html").read_text()  # the ranking tables
     report = json.loads((result.run_dir / "report.json").read_text())
 
     out = evaluate_rerankers(result.run_dir)
@@ -103,6 +103,11 @@ def test_fit_evaluate_and_serve_with_reranking(tiny_bert_dir, tmp_path):
     assert out["cross_encoder_fit"]["targets"] == 20 and out["timing"]["cross_encoder_ms_per_user"] > 0
     assert (result.run_dir / "recommend" / "rerank.json").is_file()
     assert not (result.run_dir / "recommend" / ".cross_encoder_training").exists()  # the loop's checkpoints
+    from tuneforge.evaluation.html_report import write_html_report
+
+    page = write_html_report(result.run_dir).read_text()
+    assert "NDCG@10 % [95% CI]" in page and "fine-tuned bi-encoder" in page and "macro F1" not in page
+    assert "Re-ranking the bi-encoder&#x27;s top 6" in page or "Re-ranking the bi-encoder's top 6" in page
 
     rec = Recommender.from_run_dir(result.run_dir)
     assert rec.reranker is not None and not rec.rerank_default

@@ -116,6 +116,14 @@ def run_card(run: dict[str, Any]) -> str:
         f"<h3>Resolved config</h3><pre>{S.esc(run['config_text'])}</pre>"
 
 
+def ranking_tables(report: dict[str, Any], run_dir: Path) -> str:
+    if report.get("task") != "recommendation":
+        return ""
+    from tuneforge.tasks.recommendation.report_section import ranking_section
+
+    return ranking_section(report, run_dir)
+
+
 def render_run(run_dir: str | Path) -> str:
     """The whole report page for one run directory."""
     run = load_run(Path(run_dir))
@@ -123,7 +131,8 @@ def render_run(run_dir: str | Path) -> str:
     test = report["metrics"].get(report.get("test_split", "test"), {})
     name = model_name(report, run["config"])
     parts = [
-        ("before-after", "Before / after", S.before_after(report, run["rows"], run["baselines"], name=name),
+        ("before-after", "Before / after", ranking_tables(report, run["dir"])  # a ranking task's own metrics
+         or S.before_after(report, run["rows"], run["baselines"], name=name),
          f"The {S.esc(name)} model and each baseline on the same test split."),
         ("prompting", "Prompting", S.prompting(report.get("prompting")),
          "The untuned model scored with a prompt: label descriptions (encoders) or label words (decoders)."),
