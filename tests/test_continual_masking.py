@@ -83,3 +83,25 @@ def test_loss_mask_is_refused_where_it_cannot_apply(tiny_bert_dir, tmp_path):
     cfg.loss.label_smoothing = 0.1
     with pytest.raises(ConfigError, match="label_smoothing"):
         run_continual(cfg)
+
+
+def test_fisher_of_the_masked_loss_leaves_later_classes_free():
+    """EWC's Fisher from the masked loss: rows of the head for classes not yet seen get no weight, so a later
+    stage's classes are not held at their untrained values."""
+    from tuneforge.continual.strategies import fisher_diagonal
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(3, 4)
+    cur, seen = class_masks(LABELS, current={"a", "b"}, earlier=set())
+    rows = [(torch.randn(1, 3), torch.tensor([i % 2])) for i in range(6)]
+
+    def loss_of(row):
+        x, y = row
+        allowed = row_masks(y, "current", cur, seen)
+        return torch.nn.functional.cross_entropy(mask_logits(head(x), allowed), y)
+
+    fisher = fisher_diagonal(head, loss_of, rows, ["weight", "bias"])
+    assert fisher["weight"][2:].abs().sum() == 0 and fisher["bias"][2:].abs().sum() == 0
+    assert fisher["weight"][:2].abs().sum() > 0
+    total = sum(float(f.sum()) for f in fisher.values())
+    assert total / sum(f.numel() for f in fisher.values()) == pytest.approx(1.0)  # scaled to mean 1
