@@ -79,6 +79,25 @@ def test_unknown_reranker_is_named(tiny_bert_dir, tmp_path):
         prepare(cfg, encode=False)
 
 
+def test_item_matrix_is_embedded_once_per_weights(tiny_bert_dir, tmp_path, monkeypatch):
+    from tuneforge.run import prepare
+    from tuneforge.tasks.recommendation import task as rtask
+
+    write_toy(tmp_path)
+    p = prepare(toy_config(tmp_path, tiny_bert_dir))
+    model = p.build_model().model
+    calls = []
+    real = rtask._pad
+    monkeypatch.setattr(rtask, "_pad", lambda *a: calls.append(1) or real(*a))
+    first = p.task.item_matrix()
+    n = len(calls)
+    assert n > 0 and p.task.item_matrix() is first and len(calls) == n  # same weights: no second pass
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1 * torch.randn_like(next(model.parameters())))
+    again = p.task.item_matrix()
+    assert len(calls) == 2 * n and not np.allclose(again, first)
+
+
 def test_fit_evaluate_and_serve_with_reranking(tiny_bert_dir, tmp_path):
     from fastapi.testclient import TestClient
 
