@@ -177,17 +177,23 @@ def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool
     timing = {"item_index_s": rs.index_seconds, "text_encode_ms_per_user": _ms(text_s, test), "hybrid_fit_s": round(hybrid_fit, 1),
               "hybrid_ms_per_user": _ms(hybrid_s, test), "cross_encoder_ms_per_user": _ms(cross_s, test),
               "cross_encoder_eval_s": round(cross_s, 1)}
+    out["hybrid_ranker"] = {"features": list(hy.FEATURES), "reranks_top": hybrid_top,
+                            "standardised_coefficients": [round(c, 4) for c in ranker[-1].coef_[0].tolist()]}
+    out["timing"] = timing
+    cold = [all(task.counts[index[t]] <= o.cold_start_max for t in ex["targets"]) for ex in test]
+
+    def write() -> None:  # also before the last comparison: what is measured is kept if it is stopped
+        for name, ranks in rankings.items():
+            out[name] = ranking_metrics(ranks, len(task.catalogue), k, cold, o.bootstrap, task.seed)
+            print(f"{name}: ndcg@{k} {out[name][f'ndcg@{k}']:.4f}", flush=True)
+        atomic_write_json(rs.run_dir / "recommend" / "rerank.json", out)
+
+    write()
     if cross_hybrid:
         print("hybrid over the cross-encoder: scoring the validation users' candidates", flush=True)
         rankings["hybrid_over_cross"], timing["hybrid_over_cross_fit_s"] = _cross_hybrid(
             rs, reranker, context, val, val_scores, test, test_scores, tops, crossed)
-    cold = [all(task.counts[index[t]] <= o.cold_start_max for t in ex["targets"]) for ex in test]
-    for name, ranks in rankings.items():
-        out[name] = ranking_metrics(ranks, len(task.catalogue), k, cold, o.bootstrap, task.seed)
-    out["hybrid_ranker"] = {"features": list(hy.FEATURES), "reranks_top": hybrid_top,
-                            "standardised_coefficients": [round(c, 4) for c in ranker[-1].coef_[0].tolist()]}
-    out["timing"] = timing
-    atomic_write_json(rs.run_dir / "recommend" / "rerank.json", out)
+        write()
     return out
 
 
