@@ -10,6 +10,7 @@ same. ``--no-baseline`` replays the config's settings only.
 
     python bench/bench_monitor.py                       # → bench/results/monitor.json
     python bench/bench_monitor.py --days 2 --smoke      # a quick look → bench/results/monitor.smoke.json
+    python bench/bench_monitor.py --hf-pipeline         # also transformers' text-classification pipeline, for scale
 An alert matches a surge when its window overlaps the surge (or the window after it) and its topic is the surge's
 topic or ``all``; every other alert, of any detector, counts as false. Delay = the time of the newest text the
 monitor had seen in the alert's window when it fired, minus the surge start.
@@ -28,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, set_threads, write_results  # noqa: E402
@@ -75,11 +78,12 @@ def replay_variant(cfg: Any, stream: Path, database: Path, surges: list[dict[str
     cpu = time.process_time() - cpu0
     load_after = os.getloadavg()[0]
     fresh = result["counters"]["records"] - result["counters"].get("duplicates", 0)
-    rechecked = {"topics": [monitor.topics.rows_rechecked, monitor.topics.rows_predicted]} \
-        if hasattr(monitor.topics, "rows_rechecked") else {}
+    rechecked = {}  # [rows redone in fp32, rows predicted] per classifier that predicts in reduced precision
+    for name, counts in (("sentiment", monitor.sentiment.predictor.model), ("topics", monitor.topics)):
+        if hasattr(counts, "rows_rechecked"):
+            rechecked[name] = [counts.rows_rechecked, counts.rows_predicted]
     topics = topic_accuracy(monitor.topics, topic_sample, seed)
-    sentiment_precision = monitor.sentiment.predictor.precision
-    topic_precision = getattr(monitor.topics, "precision", None) or monitor.topics.predictor.precision
+    sentiment_precision, topic_precision = monitor.sentiment.precision, monitor.topics.precision
     monitor.close()
     m = match_alerts(result["alerts"], surges, cfg.detect_seconds)
     by_detector: dict[str, int] = {}
@@ -105,6 +109,28 @@ def replay_variant(cfg: Any, stream: Path, database: Path, surges: list[dict[str
         "load_average_1m": {"before": round(load_before, 2), "after": round(load_after, 2)},
         "counters": result["counters"], "alerts": len(result["alerts"]), "zero_shot_topics": topics,
     }
+
+
+def hf_pipeline_rate(texts: list[str], batch_size: int = 64) -> dict[str, Any]:
+    """The reference: ``transformers.pipeline("text-classification")`` over the packaged MiniLM with a 3-label head
+    (the sentiment run's body shape; its mean+pooler head has no transformers class), batched, on ``texts``: one
+    classifier, no dedup, topics or storage. fp32 and bf16 weights."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from tuneforge.models import resolve_model
+
+    path = resolve_model("minilm").path
+    out = {"texts": len(texts), "batch_size": batch_size, "model": "packaged minilm, 3-label head"}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3, dtype=dtype)
+        clf = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(path),
+                       device="cpu")
+        clf(texts[:batch_size], batch_size=batch_size, truncation=True, max_length=64)  # warm-up
+        t0 = time.perf_counter()
+        clf(texts, batch_size=batch_size, truncation=True, max_length=64)
+        seconds = time.perf_counter() - t0
+        out[name] = {"seconds": round(seconds, 2), "texts_per_second": round(len(texts) / seconds, 1)}
+    return out
 
 
 def compare_databases(a: Path, b: Path) -> dict[str, Any]:
@@ -144,6 +170,8 @@ def main() -> None:
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the baseline replay (fp32, each commit batch classified on its own)")
     p.add_argument("--topic-sample", type=int, default=500)
+    p.add_argument("--hf-pipeline", action="store_true",
+                   help="also time transformers.pipeline('text-classification') on the stream's texts")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--out")
     a = p.parse_args()
@@ -186,6 +214,8 @@ def main() -> None:
                                         / max(baseline["throughput_texts_per_second"], 1e-9), 2),
             "speedup_classifiers": round(baseline["stage_seconds"]["classify"]
                                          / max(result["stage_seconds"]["classify"], 1e-9), 2)}
+    if a.hf_pipeline:
+        payload["hf_pipeline"] = hf_pipeline_rate([r["text"] for r in records])
     path = write_results("monitor", payload, a.out, a.smoke)
     print(json.dumps({k: v for k, v in payload.items() if k != "delays_minutes"}, indent=1))
     print(f"→ {path}")

@@ -3,14 +3,16 @@ zero-shot by embedding similarity to topic descriptions)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tuneforge.apps.monitor.store import LABELS
-from tuneforge.evaluation.evaluate import autocast_context, model_inputs
+from tuneforge.evaluation.evaluate import model_inputs
 from tuneforge.training.batching import by_length
 
 OTHER = "other"
@@ -20,11 +22,50 @@ class Predicts(Protocol):
     def predict(self, items: Sequence[str]) -> list[dict[str, Any]]: ...
 
 
+def bf16_copy(module: nn.Module) -> nn.Module:
+    """A bf16-weight copy of ``module`` for prediction. Casting once beats autocast on this small encoder: autocast
+    re-casts every weight and converts activations around each op on every forward, which on 2 cores cost about as
+    much as the bf16 matmuls saved (MiniLM, batches of 64: autocast 20 ms per text, bf16 weights 8 to 9, fp32 17
+    to 21, under the same load)."""
+    return copy.deepcopy(module).to(torch.bfloat16).eval()
+
+
+class Bf16Classifier(nn.Module):
+    """A sequence classifier predicting with bf16 weights, its fp32 original kept as ``exact``:
+    ``evaluate.predict_features`` redoes in ``exact`` the rows within ``near_tie_margin`` logits of another label,
+    so the labels are fp32's. The margin is the classification task's 0.2; bf16 weights moved the sentiment run's
+    logits by at most 0.03 on the monitor's stream (bench/results/monitor_bf16_error.json)."""
+
+    near_tie_margin = 0.2
+
+    def __init__(self, exact: nn.Module):
+        super().__init__()
+        self.exact, self.fast = exact.eval(), bf16_copy(exact)
+        self.rows_predicted = self.rows_rechecked = 0  # counted by evaluate.predict_features
+
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.float() for k, v in self.fast(**inputs).items()}
+
+
+def cast_once(predictor: Any) -> Any:
+    """``predictor`` (fp32) predicting through a ``Bf16Classifier``."""
+    predictor.model = Bf16Classifier(predictor.model)
+    return predictor
+
+
+def precision_of(predictor: Any) -> str:
+    return "bf16" if isinstance(predictor.model, Bf16Classifier) else predictor.precision
+
+
 class Sentiment:
     """Labels and probabilities over negative / neutral / positive from any predictor with ``.predict``."""
 
     def __init__(self, predictor: Predicts):
         self.predictor = predictor
+
+    @property
+    def precision(self) -> str:
+        return precision_of(self.predictor)
 
     def __call__(self, texts: Sequence[str]) -> list[tuple[str, dict[str, float]]]:
         out = []
@@ -43,6 +84,10 @@ class TopicRun:
     def __init__(self, predictor: Predicts):
         self.predictor = predictor
 
+    @property
+    def precision(self) -> str:
+        return precision_of(self.predictor)
+
     def __call__(self, texts: Sequence[str]) -> list[str]:
         return [row["label"] for row in self.predictor.predict(list(texts))]
 
@@ -52,9 +97,10 @@ class ZeroShotTopics:
     L2-normalised), or to ``other`` below ``min_similarity``.
 
     Texts are tokenised once to sort them by token length, then encoded in batches of ``batch_size`` (little
-    padding). ``precision="bf16"`` encodes under bf16 autocast and recomputes in fp32 the rows whose topic it could
-    flip (``near_ties``): bf16 moved MiniLM's similarities by at most 0.0023 and a top-2 gap by at most 0.003 on 512
-    PhraseBank sentences, and ``NEAR_TIE`` is 0.01, so the topics are fp32's.
+    padding). ``precision="bf16"`` encodes with a bf16-weight copy of the encoder (``bf16_copy``) and recomputes in
+    fp32 the rows whose topic it could flip (``near_ties``): bf16 weights moved MiniLM's similarities by at most
+    MAX_SIM_ERROR on the monitor's stream (bench/results/monitor_bf16_error.json), well inside ``NEAR_TIE`` (0.01),
+    so the topics are fp32's.
 
     >>> # ZeroShotTopics.load("minilm", {"layoffs": "job cuts and redundancies"})(["Nokia cuts 1,000 jobs"])
     """
@@ -68,14 +114,14 @@ class ZeroShotTopics:
         self.body, self.tokenizer, self.max_length = body.eval(), tokenizer, max_length
         self.names = list(descriptions)
         self.min_similarity = min_similarity
-        self.dtype = torch.bfloat16 if precision == "bf16" else None
+        self.fast = bf16_copy(body) if precision == "bf16" else None
         self.batch_size = batch_size
         self.rows_predicted = self.rows_rechecked = 0
         self.centroids = self.embed(list(descriptions.values()))  # (K, H), always fp32
 
     @property
     def precision(self) -> str:
-        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        return "fp32" if self.fast is None else "bf16"
 
     @classmethod
     def load(cls, encoder: str, descriptions: dict[str, str], min_similarity: float = 0.0,
@@ -86,14 +132,15 @@ class ZeroShotTopics:
         return cls(load_backbone(path), load_tokenizer(path), descriptions, min_similarity, precision=precision,
                    batch_size=batch_size)
 
-    def embed(self, texts: Sequence[str], dtype: torch.dtype | None = None) -> torch.Tensor:
-        """(N, H) fp32 unit vectors; the encoder runs under ``dtype`` autocast when given."""
+    def embed(self, texts: Sequence[str], fast: bool = False) -> torch.Tensor:
+        """(N, H) fp32 unit vectors; ``fast``: from the bf16 copy (when there is one)."""
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         enc.pop("token_type_ids", None)
-        device = next(self.body.parameters()).device
-        with torch.inference_mode(), autocast_context(device, dtype):
-            hidden = self.body(**model_inputs(enc, device)).last_hidden_state.float()  # (B, T, H)
+        body = self.fast if fast and self.fast is not None else self.body
+        device = next(body.parameters()).device
+        with torch.inference_mode():
+            hidden = body(**model_inputs(enc, device)).last_hidden_state.float()  # (B, T, H)
         m = enc["attention_mask"].to(device).unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         return F.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1).cpu()  # (B, H)
 
@@ -103,8 +150,8 @@ class ZeroShotTopics:
                                                       max_length=self.max_length)["input_ids"]]
         sims = torch.empty(len(texts), len(self.names))
         for idx in by_length(lengths, self.batch_size):
-            sims[idx] = self.embed([texts[i] for i in idx], self.dtype) @ self.centroids.T
-        if self.dtype is not None:
+            sims[idx] = self.embed([texts[i] for i in idx], fast=True) @ self.centroids.T
+        if self.fast is not None:
             near = self.near_ties(sims)
             for idx in by_length([lengths[i] for i in near], self.batch_size):
                 rows = [near[j] for j in idx]
@@ -131,15 +178,23 @@ class ZeroShotTopics:
 
 
 def load_classifiers(cfg: Any) -> tuple[Sentiment, Any]:
-    """The sentiment and topic classifiers a ``MonitorConfig`` names, at its ``precision``. Zero-shot topics run
-    in bf16 where ``auto`` resolves to it (or ``bf16`` is asked for), else in fp32 (also under ``int8``, which only
-    classifier runs support)."""
-    from tuneforge.inference.predictor import Predictor
+    """The sentiment and topic classifiers a ``MonitorConfig`` names, at its ``precision``. bf16 (asked for, or
+    what ``auto`` resolves to) predicts with bf16-weight copies, near ties redone in fp32; ``int8`` serves
+    classifier runs (zero-shot topics then run in fp32)."""
     from tuneforge.training.precision import resolve_precision
 
-    sentiment = Sentiment(Predictor.from_run_dir(cfg.resolve(cfg.sentiment_run), precision=cfg.precision))
+    precision = resolve_precision(cfg.precision)
+    sentiment = Sentiment(_predictor(cfg.resolve(cfg.sentiment_run), precision))
     if cfg.topics.run:
-        return sentiment, TopicRun(Predictor.from_run_dir(cfg.resolve(cfg.topics.run), precision=cfg.precision))
-    precision = "bf16" if resolve_precision(cfg.precision) == "bf16" else "fp32"
+        return sentiment, TopicRun(_predictor(cfg.resolve(cfg.topics.run), precision))
+    precision = "bf16" if precision == "bf16" else "fp32"
     return sentiment, ZeroShotTopics.load(cfg.topics.encoder, cfg.topics.descriptions, cfg.topics.min_similarity,
                                           precision)
+
+
+def _predictor(run_dir: Any, precision: str) -> Any:
+    from tuneforge.inference.predictor import Predictor
+
+    if precision == "bf16":
+        return cast_once(Predictor.from_run_dir(run_dir, precision="fp32"))
+    return Predictor.from_run_dir(run_dir, precision=precision)

@@ -67,7 +67,7 @@ class Monitor:
             for t, key, sig in self.store.load_seen(newest - self.dedup.horizon):
                 self.dedup.add(t, key, sig, new=False)
         self.alerts: list[dict[str, Any]] = []
-        self.seconds = {"classify": 0.0, "store": 0.0}
+        self.seconds = {"dedup": 0.0, "sentiment": 0.0, "topics": 0.0, "classify": 0.0, "store": 0.0}
 
     def run(self, items: Iterable[Record | Skipped | str], on_batch: Callable[[int], None] = lambda n: None) -> int:
         """Process ``items`` in batches of ``batch_size`` records (a ``FLUSH`` closes a batch early); batches
@@ -105,18 +105,23 @@ class Monitor:
         """Consecutive batches: dedup in record order, one call of each classifier over all their fresh texts,
         then one transaction per batch, exactly as if each batch had been classified on its own. Returns the
         alerts raised."""
+        t0 = time.perf_counter()
         fresh_seen = []
         for batch, _ in batches:
             fresh = [r for r in batch if not (self.cfg.dedup.enabled and self.dedup.seen(r.text, r.t))]
             fresh_seen.append((fresh, list(self.dedup.added)))
             self.dedup.added.clear()
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         texts = [r.text for fresh, _ in fresh_seen for r in fresh]
-        sentiments, topics = (self.sentiment(texts), self.topics(texts)) if texts else ([], [])
+        sentiments = self.sentiment(texts) if texts else []
+        t2 = time.perf_counter()
+        topics = self.topics(texts) if texts else []
+        t3 = time.perf_counter()
         if len(sentiments) != len(texts) or len(topics) != len(texts):
             raise ValueError(f"classifiers returned {len(sentiments)} sentiments and {len(topics)} topics for "
                              f"{len(texts)} texts")
-        self.seconds["classify"] += time.perf_counter() - t0
+        for stage, seconds in (("dedup", t1 - t0), ("sentiment", t2 - t1), ("topics", t3 - t2), ("classify", t3 - t1)):
+            self.seconds[stage] += seconds
         new: list[dict[str, Any]] = []
         i = 0
         for (batch, skipped), (fresh, seen) in zip(batches, fresh_seen):
