@@ -69,6 +69,13 @@ def test_save_load_round_trip(tiny_bert_dir, tmp_path):
         ce.CrossReranker.load(tmp_path / "missing")
 
 
+def test_pairs_fit_max_length_even_with_a_long_item(tiny_bert_dir):
+    rr = _reranker(tiny_bert_dir)
+    f = rr.pairs.encode_group("love film 4; money film 7; " * 6, ["city film 3", "love film 1 great " * 20])
+    assert [len(p) for p in f["pairs"]] == [24, 24] and f["length"] == 24
+    assert len(f["types"][0]) == 24 and rr.score("love film 4", ["love film 1 great " * 20]).shape == (1,)
+
+
 def test_unknown_reranker_is_named(tiny_bert_dir, tmp_path):
     from tuneforge.run import prepare
 

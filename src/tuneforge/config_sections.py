@@ -436,8 +436,9 @@ class RecommendConfig:
                                   "bi-encoder's top rerank_k for that history, never one of the user's items.")
     rerank_examples: int | None = _f(1000, "Cross-encoder training: a seeded sample of this many training "
                                            "targets (history -> item); null = all of them.")
-    rerank_max_length: int = _f(64, "Cross-encoder: tokens per (user text, item text) pair; the user's text "
-                                     "(most recent first) is cut, the item's kept.")
+    rerank_max_length: int = _f(64, "Cross-encoder: tokens per (user text, item text) pair; the longer text is "
+                                    "cut first: the history (most recent first, so its oldest titles go) unless "
+                                    "an item's text is longer.")
     rerank_epochs: int = _f(1, "Cross-encoder training: passes over the sampled targets.")
     rerank_lr: float = _f(5e-5, "Cross-encoder training: peak learning rate.")
     rerank_batch_size: int = _f(8, "Cross-encoder training: targets per batch (each with its negatives).")

@@ -82,12 +82,10 @@ class PairTask:
         self.tokenizer, self.max_length = tokenizer, max_length
 
     def encode_group(self, user_text: str, item_texts: Sequence[str]) -> dict[str, Any]:
-        # only_first: the user's history (most recent first) is cut, never the item's text
-        enc = self.tokenizer([user_text] * len(item_texts), list(item_texts), truncation="only_first",
+        # longest_first: the longer text loses tokens first; that is the history (most recent first, so its oldest
+        # titles go) unless an item's text is longer, and then both keep about half
+        enc = self.tokenizer([user_text] * len(item_texts), list(item_texts), truncation="longest_first",
                              max_length=self.max_length)
-        if any(len(ids) > self.max_length for ids in enc["input_ids"]):  # the item text alone is too long
-            enc = self.tokenizer([user_text] * len(item_texts), list(item_texts), truncation="longest_first",
-                                 max_length=self.max_length)
         feature = {"pairs": enc["input_ids"], "length": max(len(ids) for ids in enc["input_ids"])}
         if "token_type_ids" in enc:
             feature["types"] = enc["token_type_ids"]
