@@ -10,7 +10,7 @@ import yaml
 
 from tests.test_smoke_pipeline import write_toy_csv
 from tuneforge.config_typing import ConfigError
-from tuneforge.study.spec import Cell, budget_overrides, cell_overrides, cells, load_study
+from tuneforge.study.spec import Cell, budget_overrides, cell_overrides, cells, load_study, restrict
 from tuneforge.study.stats import bootstrap_ci, mean_sd, paired_bootstrap
 
 
@@ -54,6 +54,22 @@ def test_study_file_budgets_and_cells(tmp_path):
         load_study(path)
     path.write_text(yaml.safe_dump({"base": "base.yaml", "methods": {"m": {}}, "budgets": [2], "seeds": [1]}))
     assert load_study(path).split_seed == 3  # the base run's seed freezes the split for every cell
+
+
+def test_study_part_of_the_grid(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": "base.yaml", "methods": {"zero": {"fewshot.method": "zero_shot"},
+                                                                   "full": {"train.epochs": 2}},
+                                    "budgets": [4, "10%"], "seeds": [1, 2, 3]}))
+    spec = load_study(path)
+    part = restrict(spec, ["full"], ["10%"], ["2", "3"])
+    assert cells(part) == [Cell("full", "10%", 2), Cell("full", "10%", 3)]
+    assert restrict(spec).methods == spec.methods and restrict(spec, budgets=["4"]).budgets == [4]
+    with pytest.raises(ConfigError, match="unknown method 'lora'; known: full, zero"):
+        restrict(spec, ["lora"])
+    with pytest.raises(ConfigError, match="unknown seed '9'; known: 1, 2, 3"):
+        restrict(spec, seeds=["9"])
 
 
 @pytest.mark.slow

@@ -102,6 +102,25 @@ def cells(spec: StudySpec) -> list[Cell]:
     return out
 
 
+def restrict(spec: StudySpec, methods: list[str] | None = None, budgets: list[str] | None = None,
+             seeds: list[int] | None = None) -> StudySpec:
+    """The part of the grid to run now (the command line's ``--methods/--budgets/--seeds``); each value must be
+    one the study file names, so a later run of the whole file reuses the cells finished here."""
+    def pick(asked: list[Any] | None, known: list[Any], what: str) -> list[Any]:
+        if not asked:
+            return list(known)
+        text = {str(k): k for k in known}
+        bad = [a for a in asked if str(a) not in text]
+        if bad:
+            raise ConfigError(f"{spec.source}: unknown {what} {bad[0]!r}; known: {', '.join(text)}")
+        return [text[str(a)] for a in asked]
+
+    return StudySpec(spec.base, spec.output_dir,
+                     {m: spec.methods[m] for m in pick(methods, list(spec.methods), "method")},
+                     pick(budgets, spec.budgets, "budget"), pick(seeds, spec.seeds, "seed"), spec.split_seed,
+                     spec.overrides, spec.source)
+
+
 def _reads_no_labels(overrides: dict[str, Any]) -> bool:
     return overrides.get("fewshot.method") in NO_LABELS
 
