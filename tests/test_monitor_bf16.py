@@ -85,3 +85,15 @@ def test_sentiment_reports_bf16(model):
 
     assert Sentiment(Stub(Bf16Classifier(model))).precision == "bf16"
     assert Sentiment(Stub(model)).precision == "fp32"
+
+
+def test_padding_to_a_multiple_leaves_the_outputs(model):
+    from tuneforge.apps.monitor.classify import pad_to_multiple
+
+    batch = ThreeLabels().collate(features())  # longest: 9 tokens
+    padded = pad_to_multiple(batch, 8)
+    assert padded["input_ids"].shape == padded["attention_mask"].shape == (12, 16)
+    assert torch.equal(padded["attention_mask"][:, :9], batch["attention_mask"])
+    assert not padded["attention_mask"][:, 9:].any() and pad_to_multiple(padded, 8) is padded
+    with torch.inference_mode():  # masked padding changes nothing beyond float rounding, in fp32
+        torch.testing.assert_close(model(**padded)["logits"], model(**batch)["logits"], atol=1e-5, rtol=1e-5)
