@@ -154,6 +154,70 @@ def measure_quality(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def mahalanobis_scorer(emb: np.ndarray, gold: np.ndarray, shrink: float = 0.1) -> Any:
+    """Negative Mahalanobis distance to the nearest class mean under one shared covariance (Lee et al., 2018),
+    fitted on every training row; the covariance is shrunk towards a scaled identity so it inverts."""
+    classes = np.unique(gold)
+    mu = np.stack([emb[gold == c].mean(0) for c in classes])
+    centred = emb - mu[np.searchsorted(classes, gold)]
+    cov = centred.T @ centred / len(emb)
+    cov += shrink * np.eye(len(cov)) * np.trace(cov) / len(cov)
+    white = np.linalg.cholesky(np.linalg.inv(cov))  # distance = |(x - mu) W|^2
+    mu_w = mu @ white
+
+    def score(x: np.ndarray) -> np.ndarray:
+        xw = x @ white
+        return -((xw ** 2).sum(1)[:, None] - 2 * xw @ mu_w.T + (mu_w ** 2).sum(1)[None]).min(1)
+    return score
+
+
+def knn_scorer(emb: np.ndarray, k: int) -> Any:
+    """Cosine similarity to the k-th nearest training row (Sun et al., 2022): higher = in-scope."""
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+    def score(x: np.ndarray) -> np.ndarray:
+        sim = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ unit.T
+        return -np.sort(-sim, axis=1)[:, k - 1]
+    return score
+
+
+def compare_oos_scores(run_dir: Path, recall: float = 0.7) -> dict[str, Any]:
+    """Every OOS score on the same run, each at its own validation threshold for ``recall`` of the OOS rows: the
+    shipped ones (max-softmax, energy, cosine to class centroids of 50 rows a class) and two that need a pass
+    over every training row (shared-covariance Mahalanobis, k-nearest-neighbour cosine)."""
+    from tuneforge.data.load import load_splits
+    from tuneforge.evaluation.calibrate_run import _gold, class_centroids, collect_outputs
+    from tuneforge.run import open_run
+
+    started = time.time()
+    loaded = open_run(run_dir)
+    cfg, task, model = loaded.cfg, loaded.task, loaded.model
+    splits = load_splits(cfg.data, task, cfg.seed).splits
+    features = {name: [task.encode(ex) for ex in exs] for name, exs in splits.items()}
+    out = {s: collect_outputs(model, task, features[s], cfg.eval.batch_size, embeddings=True)
+           for s in ("train", "validation", "test")}
+    gold = {s: _gold(task, splits[s], cfg.eval.oos_label) for s in out}
+    temperature = json.loads((run_dir / "calibration.json").read_text())["temperature"]
+    centroids = class_centroids(model, task, features["train"], seed=cfg.seed, batch_size=cfg.eval.batch_size)
+    scorers = {"max_softmax": lambda s: cal.oos_score(out[s][0], "max_softmax", temperature),
+               "energy": lambda s: cal.oos_score(out[s][0], "energy", temperature),
+               "centroid_cosine": lambda s: cal.distance_score(out[s][1], centroids)}
+    train_emb, train_gold = out["train"][1], gold["train"][0]
+    for name, fn in {"mahalanobis": mahalanobis_scorer(train_emb, train_gold),
+                     **{f"knn{k}": knn_scorer(train_emb, k) for k in (1, 5, 10)}}.items():
+        scorers[name] = lambda s, fn=fn: fn(out[s][1])
+    g, oos = gold["test"]
+    correct = out["test"][0].argmax(-1) == g
+    rows = {}
+    for name, fn in scorers.items():
+        val, test = fn("validation"), fn("test")
+        threshold = cal.threshold_for_oos_recall(val[gold["validation"][1]], recall)
+        rows[name] = {"test_auroc": cal.auroc(test[~oos], test[oos]),
+                      **cal.abstention_metrics(test, correct, oos, threshold)}
+    return {"rule": f"each score's threshold rejects {recall:.0%} of the validation OOS rows", "scores": rows,
+            "seconds": round(time.time() - started, 1)}
+
+
 def measure_latency(run_dir: Path, queries: int, warmup: int = 20,
                     answers: Path = ROOT / "data" / "apps" / "banking77_answers.yaml") -> dict[str, Any]:
     """p50/p90 of POST /v1/assist over loopback HTTP, one query at a time, after ``warmup`` requests."""
@@ -199,8 +263,9 @@ def measure_latency(run_dir: Path, queries: int, warmup: int = 20,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("data", "train", "measure", "latency", "all"), default="all",
-                    help="latency: time /v1/assist again and replace only that part of the results file")
+    ap.add_argument("--stage", choices=("data", "train", "measure", "latency", "oos-scores", "all"), default="all",
+                    help="latency: time /v1/assist again and replace only that part of the results file; "
+                         "oos-scores: compare every OOS score on the trained run (adds oos_score_comparison)")
     ap.add_argument("--run-dir", default=str(WORK / "run"))
     ap.add_argument("--queries", type=int, default=200, help="timed /v1/assist requests after warm-up")
     args = ap.parse_args()
@@ -217,6 +282,12 @@ def main() -> int:
         result["latency"] = measure_latency(run_dir, args.queries)
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({k: v for k, v in result["latency"].items() if k != "examples"}, indent=2))
+    if args.stage == "oos-scores":
+        path = RESULTS / "assistant.json"
+        result = json.loads(path.read_text())
+        result["oos_score_comparison"] = compare_oos_scores(run_dir)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["oos_score_comparison"], indent=2))
     if args.stage in ("measure", "all"):
         result = {"host": platform.processor() or platform.machine(), "cpu": cpu_name(),
                   "held_out_intents": held_out_intents(), **measure_quality(run_dir),
