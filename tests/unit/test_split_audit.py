@@ -72,6 +72,30 @@ def test_carved_validation_has_no_exact_leak(tmp_path):
         assert sum(len(v) for v in data.splits.values()) == 400  # nothing dropped
 
 
+def test_carved_qa_validation_keeps_each_passage_in_one_split(tmp_path):
+    import json
+
+    from tuneforge.config import config_from_dict
+    from tuneforge.data.load import load_splits
+    from tuneforge.models import ResolvedModel
+    from tuneforge.run import make_task
+
+    passages = [f"Passage {p} says the answer is word{p} and more." for p in range(30)]
+    squad = {"data": [{"paragraphs": [{"context": c, "qas": [
+        {"id": f"{p}-{q}", "question": f"Question {q} about passage {p}?",
+         "answers": [{"text": f"word{p}", "answer_start": c.index(f"word{p}")}]} for q in range(4)]}]}
+        for p, c in enumerate(passages)]}
+    (tmp_path / "train.json").write_text(json.dumps(squad))
+    cfg = config_from_dict({"model": "unused", "task": "qa", "output_dir": str(tmp_path / "run"),
+                            "data": {"train": str(tmp_path / "train.json"), "format": "squad", "max_length": 384,
+                                     "split": {"validation": 0.2, "stratify": False}}})
+    task = make_task(cfg, ResolvedModel(name="tiny", path=str(tmp_path), kind="encoder"))
+    splits = load_splits(cfg.data, task, cfg.seed).splits
+    seen = {name: {ex["context"] for ex in exs} for name, exs in splits.items()}
+    assert seen["validation"] and not seen["validation"] & seen["train"]
+    assert sum(len(v) for v in splits.values()) == 120  # nothing dropped
+
+
 def test_divergence_figures():
     same = divergence({"a": 50, "b": 50}, {"a": 10, "b": 10})
     assert same["js_divergence"] == 0 and same["chi2_p_value"] > 0.99

@@ -57,8 +57,8 @@ def load_splits(data: Any, task: Any, seed: int) -> LoadedData:
         key = task.stratify_key if data.split.stratify else None
         group = None
         if data.split.group_duplicates:
-            text_of, _ = task.audit_view()
-            group = lambda ex: normalise(text_of(ex))  # noqa: E731
+            by = task.split_group or task.audit_view()[0]
+            group = lambda ex: normalise(by(ex))  # noqa: E731
         split_seed = seed if data.split.seed is None else data.split.seed
         carved = stratified_split(parsed["train"], missing, split_seed, key=key, group=group)
         for name in missing:

@@ -58,6 +58,9 @@ class Task(Protocol):
     pair_col: str | None  # the second text column of sentence-pair inputs, else None
     # rows of a reduced-precision batch close enough to a decision flip to redo in fp32; None: nothing to recheck
     near_ties: Callable[..., list[int]] | None
+    # what must stay in one split when validation/test are carved from train (QA: the passage its questions share);
+    # None: the audit's text, so equal texts stay together
+    split_group: Callable[[Example], str] | None
 
     def parse(self, records: list[Record], bad: BadRows) -> list[Example]: ...
 

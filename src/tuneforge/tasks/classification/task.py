@@ -24,6 +24,7 @@ class ClassificationTask:
     metric_mode = "max"
     needs_lm_head = False  # an encoder (or decoder) body with a classification head
     peft_task_type = "FEATURE_EXTRACTION"
+    split_group = None
 
     def __init__(self, ctx: TaskContext):
         d = ctx.data

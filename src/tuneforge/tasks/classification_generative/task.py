@@ -35,6 +35,7 @@ class GenerativeClassificationTask:
     peft_task_type = "CAUSAL_LM"
     pair_col = None
     near_ties = None
+    split_group = None
 
     def __init__(self, ctx: TaskContext):
         if ctx.data.multi_label:

@@ -42,6 +42,7 @@ class GenerationTask:
     labels: list[str] = []
     pair_col = None
     near_ties = None
+    split_group = None
 
     def __init__(self, ctx: TaskContext):
         g = generation_options(ctx)

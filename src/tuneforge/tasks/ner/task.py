@@ -27,6 +27,7 @@ class NerTask:
     labels: list[str] = []  # a span task: its tag set is not a label set
     pair_col = None
     near_ties = None
+    split_group = None
 
     def __init__(self, ctx: TaskContext):
         span = ctx.span or SpanConfig()

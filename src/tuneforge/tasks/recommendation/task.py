@@ -36,6 +36,7 @@ class RecommendationTask:
     labels: list[str] = []
     pair_col = None
     near_ties = None
+    split_group = None
 
     def __init__(self, ctx: TaskContext):
         self.opts = ctx.recommend or RecommendConfig()

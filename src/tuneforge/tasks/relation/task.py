@@ -27,6 +27,7 @@ class RelationTask:
     peft_task_type = "FEATURE_EXTRACTION"
     pair_col = None
     near_ties = None
+    split_group = None
 
     def __init__(self, ctx: TaskContext):
         span = ctx.span or SpanConfig()
