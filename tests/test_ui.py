@@ -67,8 +67,12 @@ async def drive(url: str, model: Path, data: Path, profile: Path, shots: Path | 
         await b.js("document.getElementById('p-text').value = 'great love film'; "
                    "document.getElementById('b-predict').click()")
         prediction = await b.wait_for("(t => t.includes('label') && t)(document.getElementById('p-out').textContent)")
+        await b.js("document.getElementById('b-explain').click()")
+        words = await b.wait_for("(n => n.length === 3 && [...n].map(w => w.textContent + '|' + w.title))"
+                                 "(document.querySelectorAll('#p-words .w'))")
+        explain_cmd = await b.js("document.getElementById('p-cmd').textContent")
         return {"audit": audit, "command": command, "state": state, "yaml": yaml_text, "row": row,
-                "report_link": report_link, "prediction": prediction}
+                "report_link": report_link, "prediction": prediction, "words": words, "explain_cmd": explain_cmd}
 
 
 def test_workbench_trains_lists_and_predicts(tiny_bert_dir, tmp_path):
@@ -88,6 +92,9 @@ def test_workbench_trains_lists_and_predicts(tiny_bert_dir, tmp_path):
     assert "train" in out["audit"] and "validation" in out["audit"]
     assert "toy" in out["row"] and "classification" in out["row"] and out["report_link"]
     assert json.loads(out["prediction"])["label"] in ("positive", "negative")
+    assert [w.split("|")[0] for w in out["words"]] == ["great", "love", "film"]  # each word highlighted
+    assert all(w.split("|")[1].startswith("IG ") for w in out["words"])
+    assert out["explain_cmd"] == f"tuneforge explain {root.resolve() / 'toy'} --input 'great love film'"
     report = json.loads((root / "toy" / "report.json").read_text())
     assert f"{report['metrics']['test']['accuracy']:.4f}" in out["row"]
 

@@ -39,6 +39,7 @@ class TrainForm(BaseModel):
 class PredictForm(BaseModel):
     run: str
     text: str
+    explain: bool = False  # word attributions (Integrated Gradients and occlusion) for the prediction
 
 
 def methods() -> list[str]:
@@ -204,6 +205,15 @@ def create_app(root: str | Path = "runs") -> FastAPI:
             session = predictors.setdefault(f"{form.run}#chat", ChatSession(predictor))
             answer = session.reply(form.text, on_text=lambda _: None)
             return {"result": {"answer": answer}, "command": f"tuneforge chat {shlex.quote(str(run))}"}
+        if form.explain:
+            from tuneforge.explain import ExplainError
+
+            try:
+                result = predictor.explain([form.text])[0]
+            except ExplainError as e:
+                raise HTTPException(422, str(e)) from None
+            return {"result": result, "command": f"tuneforge explain {shlex.quote(str(run))} "
+                                                  f"--input {shlex.quote(form.text)}"}
         result = predictor.predict([form.text])[0]
         return {"result": result,
                 "command": f"echo {shlex.quote(form.text)} | tuneforge predict {shlex.quote(str(run))} --input -"}
