@@ -72,6 +72,23 @@ def test_study_part_of_the_grid(tmp_path):
         restrict(spec, seeds=["9"])
 
 
+def test_a_method_can_run_only_some_budgets(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\n")
+    path = tmp_path / "s.yaml"
+    study = {"base": "base.yaml", "budgets": [8, 32, "100%"], "seeds": [1],
+             "methods": {"setfit": {"fewshot.method": "setfit", "budgets": [8, 32]}, "full": {"train.epochs": 2}}}
+    path.write_text(yaml.safe_dump(study))
+    spec = load_study(path)
+    assert [c.key for c in cells(spec)] == ["full/8/seed1", "setfit/8/seed1", "full/32/seed1", "setfit/32/seed1",
+                                            "full/100pct/seed1"]
+    assert "budgets" not in spec.methods["setfit"]  # not a config override
+    assert cells(restrict(spec, budgets=["100%"])) == [Cell("full", "100%", 1)]
+    study["methods"]["setfit"]["budgets"] = [16]
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(ConfigError, match="methods.setfit.budgets must be a list of the study's budgets"):
+        load_study(path)
+
+
 @pytest.mark.slow
 def test_tiny_study_runs_reports_and_resumes(tiny_bert_dir, tmp_path, monkeypatch):
     import tuneforge.study.grid as grid_mod

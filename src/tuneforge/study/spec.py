@@ -28,6 +28,9 @@ class StudySpec:
     split_seed: int | None = None  # data.split.seed of every cell: the frozen test split
     overrides: dict[str, Any] = field(default_factory=dict)
     source: str = "<study>"
+    # a method's own budgets (its ``budgets:`` key), a subset of ``budgets``: ICL or SetFit need not run on all of
+    # train, and a slow method can skip the small budgets
+    method_budgets: dict[str, list[int | str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,15 @@ def load_study(path: str | Path, output_dir: str | None = None) -> StudySpec:
         if not (isinstance(b, int) and b > 0) and not (isinstance(b, str) and _percent(b) is not None):
             raise ConfigError(f"{path}: budgets: {b!r} is neither a positive count per class nor a percentage "
                               f"like '10%'")
+    method_budgets = {}
+    for name, overrides in methods.items():
+        own = (overrides or {}).get("budgets")
+        if own is None:
+            continue
+        if not isinstance(own, list) or not own or any(b not in raw["budgets"] for b in own):
+            raise ConfigError(f"{path}: methods.{name}.budgets must be a list of the study's budgets "
+                              f"({', '.join(map(str, raw['budgets']))}); got {own!r}")
+        method_budgets[name] = own
     if not all(isinstance(s, int) for s in raw["seeds"]):
         raise ConfigError(f"{path}: seeds must be integers")
     base = (path.parent / raw["base"]).resolve()
@@ -68,9 +80,10 @@ def load_study(path: str | Path, output_dir: str | None = None) -> StudySpec:
 
         base_cfg = load_config(base)
         split_seed = base_cfg.data.split.seed if base_cfg.data.split.seed is not None else base_cfg.seed
-    methods = {k: _resolve_prompt(dict(v or {}), path.parent) for k, v in methods.items()}
+    methods = {k: _resolve_prompt({o: x for o, x in (v or {}).items() if o != "budgets"}, path.parent)
+               for k, v in methods.items()}
     return StudySpec(base, out, methods, list(raw["budgets"]), list(raw["seeds"]), split_seed,
-                     dict(raw.get("overrides") or {}), str(path))
+                     dict(raw.get("overrides") or {}), str(path), method_budgets)
 
 
 def _resolve_prompt(overrides: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -98,7 +111,8 @@ def cells(spec: StudySpec) -> list[Cell]:
     out = [Cell(m, 0, spec.seeds[0]) for m in spec.methods if _reads_no_labels(spec.methods[m])]
     for budget in spec.budgets:
         for seed in spec.seeds:
-            out += [Cell(m, budget, seed) for m in spec.methods if not _reads_no_labels(spec.methods[m])]
+            out += [Cell(m, budget, seed) for m in spec.methods if not _reads_no_labels(spec.methods[m])
+                    and budget in spec.method_budgets.get(m, spec.budgets)]
     return out
 
 
@@ -118,7 +132,7 @@ def restrict(spec: StudySpec, methods: list[str] | None = None, budgets: list[st
     return StudySpec(spec.base, spec.output_dir,
                      {m: spec.methods[m] for m in pick(methods, list(spec.methods), "method")},
                      pick(budgets, spec.budgets, "budget"), pick(seeds, spec.seeds, "seed"), spec.split_seed,
-                     spec.overrides, spec.source)
+                     spec.overrides, spec.source, spec.method_budgets)
 
 
 def _reads_no_labels(overrides: dict[str, Any]) -> bool:
