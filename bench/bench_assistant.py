@@ -101,18 +101,24 @@ def train_run(run_dir: Path) -> None:
     train(load_config(CONFIG, [f"output_dir={run_dir}", "train.progress=false"]))
 
 
+def open_with_data(run_dir: Path) -> tuple[Any, dict[str, list], dict[str, list]]:
+    """The trained run, its data splits as the run read them, and their encoded features."""
+    from tuneforge.data.load import load_splits
+    from tuneforge.run import open_run
+
+    loaded = open_run(run_dir)
+    splits = load_splits(loaded.cfg.data, loaded.task, loaded.cfg.seed).splits
+    return loaded, splits, {name: [loaded.task.encode(ex) for ex in exs] for name, exs in splits.items()}
+
+
 def measure_quality(run_dir: Path) -> dict[str, Any]:
     """Calibrate the run (calibration.json, report.json) and collect the figures: ECE, the threshold's test
     figures, each OOS score's AUROC and test figures at its own validation threshold, the rule without OOS rows."""
-    from tuneforge.data.load import load_splits
     from tuneforge.evaluation.calibrate_run import _gold, calibrate_run, collect_outputs, merge_into_report
-    from tuneforge.run import open_run
 
     started = time.time()
-    loaded = open_run(run_dir)
+    loaded, splits, features = open_with_data(run_dir)
     cfg, task, model = loaded.cfg, loaded.task, loaded.model
-    splits = load_splits(cfg.data, task, cfg.seed).splits
-    features = {name: [task.encode(ex) for ex in exs] for name, exs in splits.items()}
     outputs = {s: collect_outputs(model, task, features[s], cfg.eval.batch_size, embeddings=True)
                for s in ("validation", "test")}
     extra = calibrate_run(model, task, features, splits, "validation", cfg.calibration, cfg.eval.oos_label,
@@ -185,15 +191,11 @@ def compare_oos_scores(run_dir: Path, recall: float = 0.7) -> dict[str, Any]:
     """Every OOS score on the same run, each at its own validation threshold for ``recall`` of the OOS rows: the
     shipped ones (max-softmax, energy, cosine to class centroids of 50 rows a class) and two that need a pass
     over every training row (shared-covariance Mahalanobis, k-nearest-neighbour cosine)."""
-    from tuneforge.data.load import load_splits
     from tuneforge.evaluation.calibrate_run import _gold, class_centroids, collect_outputs
-    from tuneforge.run import open_run
 
     started = time.time()
-    loaded = open_run(run_dir)
+    loaded, splits, features = open_with_data(run_dir)
     cfg, task, model = loaded.cfg, loaded.task, loaded.model
-    splits = load_splits(cfg.data, task, cfg.seed).splits
-    features = {name: [task.encode(ex) for ex in exs] for name, exs in splits.items()}
     out = {s: collect_outputs(model, task, features[s], cfg.eval.batch_size, embeddings=True)
            for s in ("train", "validation", "test")}
     gold = {s: _gold(task, splits[s], cfg.eval.oos_label) for s in out}
