@@ -85,11 +85,14 @@ def _summary(runs: dict) -> dict:
         if naive and naive > 0 and name != "naive" and not name.startswith("joint"):
             row["forgetting_cut_vs_naive"] = round(1 - r["forgetting"] / naive, 4)
         rows[name] = row
-    if "joint" in runs:
-        best = max((n for n in runs if not n.startswith("joint")), key=lambda n: runs[n]["average_accuracy"], default=None)
+    joint = next((n for n in runs if n.startswith("joint")), None)  # "joint" or a tagged variant
+    if joint:
+        best = max((n for n in runs if not n.startswith("joint")), key=lambda n: runs[n]["average_accuracy"],
+                   default=None)
         if best:
+            rows["best"] = best
             rows["best_vs_joint_points"] = round(100 * (runs[best]["average_accuracy"]
-                                                        - runs["joint"]["average_accuracy"]), 2)
+                                                        - runs[joint]["average_accuracy"]), 2)
     return rows
 
 
