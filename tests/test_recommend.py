@@ -208,7 +208,7 @@ def test_train_evaluate_and_serve(tiny_bert_dir, tmp_path):
 
     from tuneforge.apps.recommend.hybrid_eval import evaluate_hybrid
 
-    both = evaluate_hybrid(result.run_dir, top_n=20, negatives=10)
+    both = evaluate_hybrid(result.run_dir, top_n=20)
     assert both["text"]["ndcg@10"] == pytest.approx(test["ndcg@10"], abs=1e-6)  # the same ranking as the report
     assert both["hybrid"]["n"] == 12 and len(both["ranker"]["standardised_coefficients"]) == 4
     assert (result.run_dir / "recommend" / "hybrid.json").is_file()

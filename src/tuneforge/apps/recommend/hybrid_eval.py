@@ -14,9 +14,10 @@ from tuneforge.tasks.recommendation import hybrid as hy
 from tuneforge.tasks.recommendation.metrics import ranking_metrics
 
 
-def evaluate_hybrid(run_dir: str | Path, top_n: int = 100, negatives: int = 50) -> dict[str, Any]:
-    """Text model vs hybrid on ``run_dir``'s test split. The ranker learns from each validation user's target and
-    the ``negatives`` best-scored other items; at test time it re-orders the text model's top ``top_n``."""
+def evaluate_hybrid(run_dir: str | Path, top_n: int = 100) -> dict[str, Any]:
+    """Text model vs hybrid on ``run_dir``'s test split. The ranker learns from the validation users whose target
+    is in the text model's top ``top_n`` (that target against the rest of the list); at test time it re-orders
+    the text model's top ``top_n``."""
     from tuneforge.run import open_run, prepare
 
     loaded = open_run(run_dir)
@@ -43,15 +44,15 @@ def evaluate_hybrid(run_dir: str | Path, top_n: int = 100, negatives: int = 50) 
     val, val_scores = user_scores("validation")
     xs, ys = [], []
     for ex, text in zip(val, val_scores):
-        top, x = candidate_features(ex, text, "validation", negatives)
+        # fit on candidates drawn as on test (the text model's top N), from the users whose target is among them:
+        # a target appended from below the list taught the ranker that a low text score marks the positive
+        top, x = candidate_features(ex, text, "validation", top_n)
         targets = {index[t] for t in ex["targets"]}
-        if not targets & set(top):  # the target joins its own negatives
-            extra = sorted(targets)
-            top, x = top + extra, np.vstack([x, hy.features(text, extra, task.counts, task.last_seen,
-                                                             task.user_time[ex["user"]]["validation"],
-                                                             [index[i] for i in ex["history"][-length:]], genres)])
-        xs.append(x)
-        ys.append(np.array([r in targets for r in top], dtype=int))
+        if targets & set(top):
+            xs.append(x)
+            ys.append(np.array([r in targets for r in top], dtype=int))
+    if not ys:
+        raise ValueError(f"no validation user has their target in the text model's top {top_n}: nothing to fit on")
     ranker = hy.fit_ranker(xs, ys, task.seed)
 
     test, test_scores = user_scores("test")
@@ -67,7 +68,7 @@ def evaluate_hybrid(run_dir: str | Path, top_n: int = 100, negatives: int = 50) 
     out = {"text": ranking_metrics(text_rank, len(task.catalogue), k, cold, task.opts.bootstrap, task.seed),
            "hybrid": ranking_metrics(hybrid_rank, len(task.catalogue), k, cold, task.opts.bootstrap, task.seed),
            "ranker": {"features": list(hy.FEATURES), "standardised_coefficients": [round(c, 4) for c in coef],
-                      "fit_on": f"{len(val)} validation users, target + top {negatives} text candidates each",
+                      "fit_on": f"{len(ys)} validation users with their target in the text model's top {top_n}",
                       "reranks_top": top_n}}
     folder = Path(run_dir) / "recommend"
     folder.mkdir(parents=True, exist_ok=True)

@@ -129,10 +129,14 @@ def cross_scores(rs: RunScores, reranker: ce.CrossReranker, examples: list[dict[
     return [np.asarray(s) for s in predict_features(reranker.model, reranker.pairs, feats, batch, reranker.dtype)]
 
 
-def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool = True, hybrid_top: int = 100,
-                       hybrid_negatives: int = 50) -> dict[str, Any]:
+def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool = True,
+                       hybrid_top: int = 100) -> dict[str, Any]:
     """Bi-encoder alone vs + hybrid vs + cross-encoder (vs the hybrid over the cross-encoder's score) on the test
-    users. ``fit``: tune the cross-encoder first (else load the saved one)."""
+    users. ``fit``: tune the cross-encoder first (else load the saved one).
+
+    Each learned ranker is fit on the validation users' candidates exactly as it re-orders the test users' (the
+    bi-encoder's top ``hybrid_top``, or top rerank_k), from the users whose target is among them: a target appended
+    from outside that list would teach "a low text score marks the positive"."""
     rs = open_scores(run_dir)
     task = rs.task
     o, index, k = task.opts, task.catalogue.index, task.opts.top_k
@@ -140,10 +144,9 @@ def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool
     out: dict[str, Any] = {"rerank_k": o.rerank_k}
     reranker, out["cross_encoder_fit"] = fit_cross_encoder(rs) if fit else _load(rs)
 
-    def context(ex: dict[str, Any], text: np.ndarray, split: str, n: int, extra: list[int] = ()) -> tuple:
+    def context(ex: dict[str, Any], text: np.ndarray, split: str, n: int) -> tuple:
         seen = [index[i] for i in ex["seen"]]
         top = hy.candidates(text, seen, n)
-        top += [r for r in extra if r not in top]
         history = [index[i] for i in ex["history"][-o.history_length:]]
         x = hy.features(text, top, task.counts, task.last_seen, task.user_time[ex["user"]][split], history, genres)
         return top, x
@@ -151,8 +154,8 @@ def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool
     val = rs.prepared.splits["validation"]
     start = time.perf_counter()
     val_scores = rs.user_scores(val)
-    ranker = _fit([context(ex, s, "validation", hybrid_negatives, _targets(ex, index)) for ex, s in zip(val, val_scores)],
-                  val, index, task.seed)
+    ranker, out["hybrid_fit_users"] = _fit([context(ex, s, "validation", hybrid_top) for ex, s in zip(val, val_scores)],
+                                           val, index, task.seed)
     hybrid_fit = time.perf_counter() - start
 
     test = rs.prepared.splits["test"]
@@ -191,34 +194,45 @@ def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool
     write()
     if cross_hybrid:
         print("hybrid over the cross-encoder: scoring the validation users' candidates", flush=True)
-        rankings["hybrid_over_cross"], timing["hybrid_over_cross_fit_s"] = _cross_hybrid(
-            rs, reranker, context, val, val_scores, test, test_scores, tops, crossed)
+        rankings["hybrid_over_cross"], timing["hybrid_over_cross_fit_s"], out["hybrid_over_cross_fit_users"] = \
+            _cross_hybrid(rs, reranker, context, val, val_scores, test, test_scores, tops, crossed)
         write()
     return out
 
 
 def _cross_hybrid(rs: RunScores, reranker: ce.CrossReranker, context: Any, val: list, val_scores: np.ndarray,
                   test: list, test_scores: np.ndarray, tops: list[list[int]],
-                  crossed: list[np.ndarray]) -> tuple[list[dict[str, Any]], float]:
-    """The hybrid ranker with the cross-encoder's score as a fifth feature, fit on the validation users' top
-    rerank_k (+ their target) and re-ranking the test users' top rerank_k."""
+                  crossed: list[np.ndarray]) -> tuple[list[dict[str, Any]], float, int]:
+    """The hybrid ranker with the cross-encoder's score as a fifth feature, fit on the validation users whose
+    target is in their top rerank_k and re-ranking the test users' top rerank_k."""
     task, index, k = rs.task, rs.task.catalogue.index, rs.task.opts.top_k
     start = time.perf_counter()
-    val_ctx = [context(ex, s, "validation", task.opts.rerank_k, _targets(ex, index)) for ex, s in zip(val, val_scores)]
-    val_cross = cross_scores(rs, reranker, val, [top for top, _ in val_ctx])
-    ranker = _fit([(top, np.column_stack([x, c])) for (top, x), c in zip(val_ctx, val_cross)], val, index, task.seed)
+    val_ctx = [context(ex, s, "validation", task.opts.rerank_k) for ex, s in zip(val, val_scores)]
+    hit = [i for i, (top, _) in enumerate(val_ctx) if set(top) & set(_targets(val[i], index))]
+    val_cross = cross_scores(rs, reranker, [val[i] for i in hit], [val_ctx[i][0] for i in hit])  # only those: cheaper
+    ranker, n = _fit([(val_ctx[i][0], np.column_stack([val_ctx[i][1], c])) for i, c in zip(hit, val_cross)],
+                     [val[i] for i in hit], index, task.seed)
     fit_s = round(time.perf_counter() - start, 1)
     out = []
     for ex, s, top, c in zip(test, test_scores, tops, crossed):
         _, x = context(ex, s, "test", len(top))
         out.append(hy.rerank(s, top, ranker.decision_function(np.column_stack([x, c])), _targets(ex, index),
                              [index[i] for i in ex["seen"]], k))
-    return out, fit_s
+    return out, fit_s, n
 
 
-def _fit(contexts: list[tuple[list[int], np.ndarray]], examples: list, index: dict[str, int], seed: int) -> Any:
-    ys = [np.array([r in set(_targets(ex, index)) for r in top], dtype=int) for (top, _), ex in zip(contexts, examples)]
-    return hy.fit_ranker([x for _, x in contexts], ys, seed)
+def _fit(contexts: list[tuple[list[int], np.ndarray]], examples: list, index: dict[str, int],
+         seed: int) -> tuple[Any, int]:
+    """The hybrid ranker over the users whose target is among their candidates; (ranker, how many users)."""
+    xs, ys = [], []
+    for (top, x), ex in zip(contexts, examples):
+        y = np.array([r in set(_targets(ex, index)) for r in top], dtype=int)
+        if y.any():
+            xs.append(x)
+            ys.append(y)
+    if not ys:
+        raise ValueError("no validation user has their target among the candidates: nothing to fit a ranker on")
+    return hy.fit_ranker(xs, ys, seed), len(ys)
 
 
 def _targets(ex: dict[str, Any], index: dict[str, int]) -> list[int]:
