@@ -52,9 +52,9 @@ class Bf16Classifier(nn.Module):
 
 def pad_to_multiple(inputs: dict[str, torch.Tensor], multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
     """(B, T) inputs right-padded (id 0, mask 0) to a multiple of ``multiple`` tokens. oneDNN builds bf16 kernels
-    for each new shape it sees (about 25 ms per 64-text batch on this host), and a stream brings a new longest text
-    with nearly every batch: rounding the length up bounds the shapes at the cost of a few padded tokens, which the
-    attention mask and the pooling leave out."""
+    for each new shape it sees (10 to 25 ms more for a 64-text batch on this host), and a stream brings a new
+    longest text with nearly every batch: rounding the length up bounds the shapes at the cost of a few padded
+    tokens, which the attention mask and the pooling leave out."""
     width = inputs["input_ids"].shape[1]
     extra = -width % multiple
     if not extra:
