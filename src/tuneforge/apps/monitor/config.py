@@ -110,7 +110,9 @@ class MonitorConfig:
     detect: DetectConfig = field(default_factory=DetectConfig, metadata={"help": "Detector parameters."})
     sinks: list[SinkConfig] = field(default_factory=lambda: [SinkConfig()], metadata={"help": "Alert sinks."})
     examples: int = _f(3, "Example texts attached to each alert (most negative first).")
-    precision: str = _f("auto", "Classifier precision: auto, fp32, bf16 or int8.")
+    precision: str = _f("auto", "Classifier precision: auto, fp32, bf16 or int8. bf16 predicts with bf16-weight "
+                                "copies and redoes near ties in fp32 (fp32's labels and topics, bf16's other "
+                                "probabilities); fp32 gives fp32's alerts exactly.")
     base_dir: str = _f(".", "Folder relative paths are resolved against (set to the config file's folder on load).")
 
     def resolve(self, path: str | None) -> Path | None:
