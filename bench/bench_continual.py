@@ -85,7 +85,8 @@ def _summary(runs: dict) -> dict:
         if naive and naive > 0 and name != "naive" and not name.startswith("joint"):
             row["forgetting_cut_vs_naive"] = round(1 - r["forgetting"] / naive, 4)
         rows[name] = row
-    joint = next((n for n in runs if n.startswith("joint")), None)  # "joint" or a tagged variant
+    joints = [n for n in runs if n.startswith("joint")]  # "joint" or tagged variants: the best is the reference
+    joint = max(joints, key=lambda n: runs[n]["average_accuracy"], default=None)
     if joint:
         best = max((n for n in runs if not n.startswith("joint")), key=lambda n: runs[n]["average_accuracy"],
                    default=None)

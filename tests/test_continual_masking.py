@@ -105,3 +105,18 @@ def test_fisher_of_the_masked_loss_leaves_later_classes_free():
     assert fisher["weight"][:2].abs().sum() > 0
     total = sum(float(f.sum()) for f in fisher.values())
     assert total / sum(f.numel() for f in fisher.values()) == pytest.approx(1.0)  # scaled to mean 1
+
+
+def test_joint_scores_every_row_over_the_seen_classes(tiny_bert_dir, tmp_path, monkeypatch):
+    import tuneforge.continual.runner as runner
+
+    masks = []
+    real = runner.Context.loss_task
+
+    def spy(self, s):
+        masks.append(self.loss_mask)
+        return real(self, s)
+
+    monkeypatch.setattr(runner.Context, "loss_task", spy)
+    run_continual(continual_cfg(tiny_bert_dir, tmp_path, "class_incremental", "joint", loss_mask="current"))
+    assert masks and set(masks) == {"seen"}

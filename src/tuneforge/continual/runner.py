@@ -123,7 +123,10 @@ def run_continual(cfg: RunConfig, resume: bool = False, overwrite: bool = False)
     stages = load_stages(cfg, run_dir)
     cc = cfg.continual
     strategy = build_strategy(cc.strategy, cc, cfg.seed)
-    ctx = Context(stages, cc.scenario, loss_mask=cc.loss_mask)
+    # joint trains on every row seen so far at once: a stage's own rows scored over its own classes alone would never
+    # compete with the earlier ones (its newest classes came out under-predicted), so the reference uses "seen"
+    mask = "seen" if cc.strategy == "joint" and cc.loss_mask == "current" else cc.loss_mask
+    ctx = Context(stages, cc.scenario, loss_mask=mask)
     fresh = _fresh_heads(stages, ctx.shared_head)
     if state["before"] is None:
         state["before"] = [accuracy(HeadSwap(fresh["model"], fresh[j]), st, cfg.eval.batch_size)
