@@ -6,8 +6,6 @@ import ctypes
 import os
 import sys
 
-import torch
-
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -15,10 +13,9 @@ MMAP_THRESHOLD_MB = {"encoder": 512, "causal_lm": 1}  # TUNEFORGE_MMAP_THRESHOLD
 TRIM_THRESHOLD = 2**31 - 1
 
 
-def mmap_threshold_mb(causal_lm: bool, embedding_gradient: bool = True) -> float:
+def mmap_threshold_mb(causal_lm: bool) -> float:
     """The glibc mmap threshold for a run: ``TUNEFORGE_MMAP_THRESHOLD_MB`` when set, else 512 MiB for encoder
-    bodies whose word embeddings train and 1 MiB otherwise: causal-LM bodies (generative SFT, or a decoder under a
-    classification head), and encoders with frozen word embeddings (PEFT, head-only, ``freeze.embeddings``).
+    bodies and 1 MiB for causal-LM bodies (generative SFT, or a decoder under a classification head).
 
     Why two values: glibc hands blocks above its mmap threshold (at most 32 MiB by default) straight back to the
     kernel when freed. A full fine-tuning step of an encoder allocates MiniLM's dense word-embedding gradient
@@ -28,20 +25,10 @@ def mmap_threshold_mb(causal_lm: bool, embedding_gradient: bool = True) -> float
     (6-25 MB) of changing sizes that fragment a kept heap: SmolLM2-135M LoRA with gradient checkpointing, batch
     8 x 512, peaks at 5.19 GB RSS with 512 MiB and 1.69 GB with 1 MiB, and used less CPU time (161 s against 209 s,
     bench/results/sft_memory_longest.json). Full fine-tuning of SmolLM2 under a classification head (batch 16 x 128)
-    reached 10.9 GB RSS with 512 MiB. Without an embedding gradient there is nothing to reuse and only the
-    fragmentation is left: multilingual-e5-small with frozen embeddings on CMRC 2018 (QA, batch 16 x 256) grew past
-    19 GB RSS in 40 steps with 512 MiB and stayed under 8 GB with 1 MiB.
+    reached 10.9 GB RSS with 512 MiB.
     """
     env = os.environ.get("TUNEFORGE_MMAP_THRESHOLD_MB")
-    if env is not None:
-        return float(env)
-    return MMAP_THRESHOLD_MB["encoder" if embedding_gradient and not causal_lm else "causal_lm"]
-
-
-def trains_word_embeddings(model: torch.nn.Module) -> bool:
-    """Whether the largest embedding table (the word embeddings) gets a gradient."""
-    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-    return bool(tables) and max(tables, key=lambda m: m.num_embeddings).weight.requires_grad
+    return float(env) if env is not None else MMAP_THRESHOLD_MB["causal_lm" if causal_lm else "encoder"]
 
 
 def keep_freed_memory(threshold_mb: float = MMAP_THRESHOLD_MB["encoder"]) -> bool:

@@ -23,7 +23,7 @@ from torch import nn
 
 from tuneforge.tasks.base import Feature, Task
 from tuneforge.training import active_vocab
-from tuneforge.training.allocator import keep_freed_memory, mmap_threshold_mb, trains_word_embeddings
+from tuneforge.training.allocator import keep_freed_memory, mmap_threshold_mb
 from tuneforge.training.fast_dropout import use_fast_dropout
 from tuneforge.training.feature_cache import cache_frozen_features
 from tuneforge.training.steps import clip_in_fused_step, fused_adamw
@@ -76,7 +76,7 @@ def install(model: nn.Module, task: Task, train: Sequence[Feature], val: Sequenc
     """Apply every speed-up that ``cfg`` (the train section) allows to this model and data."""
     # glibc: reuse big per-step gradient blocks (encoders), or map mid-size activations (causal LMs): allocator.py
     decoder_body = task.needs_lm_head or getattr(task, "model_kind", "encoder") == "decoder"  # e.g. SmolLM2 + a head
-    keep_freed_memory(mmap_threshold_mb(decoder_body, trains_word_embeddings(model)))
+    keep_freed_memory(mmap_threshold_mb(decoder_body))
     if cfg.fast_dropout:
         use_fast_dropout(model)  # same drop rates and scaling, cheaper masks on CPU (fast_dropout.py)
     if cfg.feature_cache:  # head_only / top_k: the frozen bottom runs once here, not every epoch (feature_cache.py)
