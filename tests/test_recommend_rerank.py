@@ -48,16 +48,15 @@ def test_reorder_and_group_loss():
 
 
 def test_rankers_learn_only_from_users_whose_target_is_a_candidate():
-    from tuneforge.apps.recommend.rerank_eval import _fit
+    from tuneforge.tasks.recommendation.hybrid import fit_on_listed_targets
 
-    index = {f"i{r}": r for r in range(6)}
     x = np.array([[3.0], [2.0], [1.0]])
-    examples = [{"targets": ["i0"]}, {"targets": ["i1"]}, {"targets": ["i5"]}]  # the third's target is not listed
+    targets = [{0}, {1}, {5}]  # the third user's target is not listed
     contexts = [([0, 2, 3], x), ([2, 1, 3], x), ([0, 1, 2], x)]
-    ranker, users = _fit(contexts, examples, index, seed=0)
+    ranker, users = fit_on_listed_targets(contexts, targets, seed=0)
     assert users == 2 and ranker[-1].coef_[0][0] > 0  # higher text score, more likely the target
     with pytest.raises(ValueError, match="no validation user"):
-        _fit(contexts[2:], examples[2:], index, seed=0)
+        fit_on_listed_targets(contexts[2:], targets[2:], seed=0)
 
 
 def _reranker(tiny_bert_dir):

@@ -42,18 +42,9 @@ def evaluate_hybrid(run_dir: str | Path, top_n: int = 100) -> dict[str, Any]:
         return top, hy.features(text, top, task.counts, task.last_seen, now, history, genres)
 
     val, val_scores = user_scores("validation")
-    xs, ys = [], []
-    for ex, text in zip(val, val_scores):
-        # fit on candidates drawn as on test (the text model's top N), from the users whose target is among them:
-        # a target appended from below the list taught the ranker that a low text score marks the positive
-        top, x = candidate_features(ex, text, "validation", top_n)
-        targets = {index[t] for t in ex["targets"]}
-        if targets & set(top):
-            xs.append(x)
-            ys.append(np.array([r in targets for r in top], dtype=int))
-    if not ys:
-        raise ValueError(f"no validation user has their target in the text model's top {top_n}: nothing to fit on")
-    ranker = hy.fit_ranker(xs, ys, task.seed)
+    ranker, fitted_users = hy.fit_on_listed_targets(
+        [candidate_features(ex, text, "validation", top_n) for ex, text in zip(val, val_scores)],
+        [{index[t] for t in ex["targets"]} for ex in val], task.seed)
 
     test, test_scores = user_scores("test")
     text_rank, hybrid_rank = [], []
@@ -68,7 +59,7 @@ def evaluate_hybrid(run_dir: str | Path, top_n: int = 100) -> dict[str, Any]:
     out = {"text": ranking_metrics(text_rank, len(task.catalogue), k, cold, task.opts.bootstrap, task.seed),
            "hybrid": ranking_metrics(hybrid_rank, len(task.catalogue), k, cold, task.opts.bootstrap, task.seed),
            "ranker": {"features": list(hy.FEATURES), "standardised_coefficients": [round(c, 4) for c in coef],
-                      "fit_on": f"{len(ys)} validation users with their target in the text model's top {top_n}",
+                      "fit_on": f"{fitted_users} validation users with their target in the text model's top {top_n}",
                       "reranks_top": top_n}}
     folder = Path(run_dir) / "recommend"
     folder.mkdir(parents=True, exist_ok=True)

@@ -154,8 +154,9 @@ def evaluate_rerankers(run_dir: str | Path, fit: bool = True, cross_hybrid: bool
     val = rs.prepared.splits["validation"]
     start = time.perf_counter()
     val_scores = rs.user_scores(val)
-    ranker, out["hybrid_fit_users"] = _fit([context(ex, s, "validation", hybrid_top) for ex, s in zip(val, val_scores)],
-                                           val, index, task.seed)
+    ranker, out["hybrid_fit_users"] = hy.fit_on_listed_targets(
+        [context(ex, s, "validation", hybrid_top) for ex, s in zip(val, val_scores)],
+        [set(_targets(ex, index)) for ex in val], task.seed)
     hybrid_fit = time.perf_counter() - start
 
     test = rs.prepared.splits["test"]
@@ -210,8 +211,9 @@ def _cross_hybrid(rs: RunScores, reranker: ce.CrossReranker, context: Any, val: 
     val_ctx = [context(ex, s, "validation", task.opts.rerank_k) for ex, s in zip(val, val_scores)]
     hit = [i for i, (top, _) in enumerate(val_ctx) if set(top) & set(_targets(val[i], index))]
     val_cross = cross_scores(rs, reranker, [val[i] for i in hit], [val_ctx[i][0] for i in hit])  # only those: cheaper
-    ranker, n = _fit([(val_ctx[i][0], np.column_stack([val_ctx[i][1], c])) for i, c in zip(hit, val_cross)],
-                     [val[i] for i in hit], index, task.seed)
+    ranker, n = hy.fit_on_listed_targets(
+        [(val_ctx[i][0], np.column_stack([val_ctx[i][1], c])) for i, c in zip(hit, val_cross)],
+        [set(_targets(val[i], index)) for i in hit], task.seed)
     fit_s = round(time.perf_counter() - start, 1)
     out = []
     for ex, s, top, c in zip(test, test_scores, tops, crossed):
@@ -219,20 +221,6 @@ def _cross_hybrid(rs: RunScores, reranker: ce.CrossReranker, context: Any, val: 
         out.append(hy.rerank(s, top, ranker.decision_function(np.column_stack([x, c])), _targets(ex, index),
                              [index[i] for i in ex["seen"]], k))
     return out, fit_s, n
-
-
-def _fit(contexts: list[tuple[list[int], np.ndarray]], examples: list, index: dict[str, int],
-         seed: int) -> tuple[Any, int]:
-    """The hybrid ranker over the users whose target is among their candidates; (ranker, how many users)."""
-    xs, ys = [], []
-    for (top, x), ex in zip(contexts, examples):
-        y = np.array([r in set(_targets(ex, index)) for r in top], dtype=int)
-        if y.any():
-            xs.append(x)
-            ys.append(y)
-    if not ys:
-        raise ValueError("no validation user has their target among the candidates: nothing to fit a ranker on")
-    return hy.fit_ranker(xs, ys, seed), len(ys)
 
 
 def _targets(ex: dict[str, Any], index: dict[str, int]) -> list[int]:

@@ -39,6 +39,21 @@ def candidates(text: np.ndarray, exclude: Sequence[int], n: int) -> list[int]:
     return rank_scores(text, [], exclude, n)["top"]
 
 
+def fit_on_listed_targets(candidates: list[tuple[list[int], np.ndarray]], targets: list[set[int]],
+                          seed: int = 0) -> tuple[Any, int]:
+    """The ranker fit on the users whose target is among their candidates, drawn as at test time (a target
+    appended from below the list would teach that a low text score marks the positive); (ranker, users used)."""
+    xs, ys = [], []
+    for (top, x), wanted in zip(candidates, targets):
+        y = np.array([r in wanted for r in top], dtype=int)
+        if y.any():
+            xs.append(x)
+            ys.append(y)
+    if not ys:
+        raise ValueError("no validation user has their target among the candidates: nothing to fit a ranker on")
+    return fit_ranker(xs, ys, seed), len(ys)
+
+
 def fit_ranker(rows_x: list[np.ndarray], rows_y: list[np.ndarray], seed: int = 0) -> Any:
     """A standardised logistic regression over the stacked candidates (positives weighted up to balance)."""
     from sklearn.linear_model import LogisticRegression
