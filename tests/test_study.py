@@ -122,3 +122,21 @@ def test_tiny_study_runs_reports_and_resumes(tiny_bert_dir, tmp_path, monkeypatc
     again = run_study(load_study(tmp_path / "s.yaml"), progress=False)
     assert ran == ["full/3/seed2"]
     assert json.loads((study / "study.json").read_text())["rows"] == again["rows"]
+
+
+def test_learning_curve_draws_bands_lines_and_single_budget_error_bars(tmp_path):
+    pytest.importorskip("matplotlib")
+    from tuneforge.study.report import plot
+
+    def row(method, budget, labels, mean):
+        return {"method": method, "budget": budget, "labels": labels, "mean": mean, "ci95": [mean - 0.05, mean + 0.05],
+                "metric": "accuracy"}
+
+    summary = {"rows": [row("zero_shot", 0, 0, 0.6), row("full", 8, 24, 0.55), row("full", "100%", 2000, 0.95),
+                        row("lora", 128, 384, 0.8), {"method": "icl", "budget": 8, "failed": []}]}
+    svg = tmp_path / "curve.svg"
+    assert plot(summary, svg, "toy")
+    text = svg.read_text()
+    # one legend entry per plotted method; the method that never ran is left out
+    assert all(name in text for name in ("zero_shot (no labels)", "full", "lora")) and "icl" not in text
+    assert not list(tmp_path.glob(".*tmp*"))
