@@ -140,3 +140,13 @@ def test_learning_curve_draws_bands_lines_and_single_budget_error_bars(tmp_path)
     # one legend entry per plotted method; the method that never ran is left out
     assert all(name in text for name in ("zero_shot (no labels)", "full", "lora")) and "icl" not in text
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_eta_uses_each_cells_own_mean_and_the_overall_mean_for_unseen_ones():
+    from tuneforge.study.grid import estimate_left
+
+    seconds = {("zero_shot", 0): [10.0], ("full", 8): [60.0, 80.0]}
+    left = [Cell("full", 8, 3), Cell("full", "100%", 1), Cell("zero_shot", 0, 2)]
+    # full/8: its mean 70; full/100% unseen: the mean over all three finished cells, 50; zero_shot: 10
+    assert estimate_left(seconds, left) == pytest.approx(70 + 50 + 10)
+    assert estimate_left({}, left) == 0.0

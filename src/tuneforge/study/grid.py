@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tuneforge.io_utils import atomic_write_json
 from tuneforge.study.spec import Cell, StudySpec, budget_overrides, cell_overrides, cells
 
@@ -51,6 +53,15 @@ def run_one(spec: StudySpec, cell: Cell, facts: dict[str, Any], timeout: float |
     return {"status": "ok", **json.loads(out.read_text())}
 
 
+def estimate_left(seconds: dict[tuple[str, Any], list[float]], left: list[Cell]) -> float:
+    """Seconds the cells in ``left`` should take: each (method, budget) at its own mean so far (seeds of one
+    cell cost alike; budgets and methods do not), one not seen yet at the mean over every finished cell."""
+    every = [s for v in seconds.values() for s in v]
+    overall = sum(every) / len(every) if every else 0.0
+    return sum(float(np.mean(seconds[(c.method, c.budget)])) if (c.method, c.budget) in seconds else overall
+               for c in left)
+
+
 def run_study(spec: StudySpec, timeout: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Every cell of ``spec`` (skipping those with a cell.json), then the summary: study.json, study.md and the
     learning curve, all in ``spec.output_dir``."""
@@ -70,13 +81,13 @@ def run_study(spec: StudySpec, timeout: float | None = None, progress: bool = Tr
             todo.append(cell)
     bar = tqdm(total=len(grid), initial=len(grid) - len(todo), disable=not progress, unit="cell",
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
-    spent = 0.0
+    seconds: dict[tuple[str, Any], list[float]] = {}
     for done, cell in enumerate(todo):
         bar.set_description(cell.key)
         start = time.perf_counter()
         results[cell] = run_one(spec, cell, facts, timeout)
-        spent += time.perf_counter() - start
-        left = spent / (done + 1) * (len(todo) - done - 1)  # mean cell time so far x cells left
+        seconds.setdefault((cell.method, cell.budget), []).append(time.perf_counter() - start)
+        left = estimate_left(seconds, todo[done + 1:])
         bar.set_postfix_str(f"ETA {left / 60:.1f} min, last {results[cell].get('status')}")
         bar.update(1)
         write_outputs(spec, grid, results, facts)  # a stopped study still has a summary of what finished
