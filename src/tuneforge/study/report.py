@@ -104,15 +104,17 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> bool:
         if "mean" in r:
             by_method[r["method"]].append(r)
     xs_all = [r["labels"] for rs in by_method.values() for r in rs if r["labels"]] or [1]
-    for method, rs in by_method.items():
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # one colour a method: axhline skips the cycle
+    for i, (method, rs) in enumerate(by_method.items()):
+        color = palette[i % len(palette)]
         if all(r["budget"] == 0 for r in rs):
             r = rs[0]
-            line = ax.axhline(r["mean"], linestyle="--", label=f"{method} (no labels)")
+            line = ax.axhline(r["mean"], linestyle="--", color=color, label=f"{method} (no labels)")
             ax.axhspan(r["ci95"][0], r["ci95"][1], color=line.get_color(), alpha=0.12)
             continue
         rs = sorted(rs, key=lambda r: r["labels"])
         x = [r["labels"] for r in rs]
-        line, = ax.plot(x, [r["mean"] for r in rs], marker="o", label=method)
+        line, = ax.plot(x, [r["mean"] for r in rs], marker="o", color=color, label=method)
         if len(rs) == 1:  # a band needs two budgets: one budget's interval is an error bar
             r = rs[0]
             ax.errorbar(x, [r["mean"]], yerr=[[r["mean"] - r["ci95"][0]], [r["ci95"][1] - r["mean"]]],
