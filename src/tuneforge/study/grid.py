@@ -7,9 +7,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import fmean
 from typing import Any
-
-import numpy as np
 
 from tuneforge.io_utils import atomic_write_json
 from tuneforge.study.spec import Cell, StudySpec, budget_overrides, cell_overrides, cells
@@ -57,9 +56,8 @@ def estimate_left(seconds: dict[tuple[str, Any], list[float]], left: list[Cell])
     """Seconds the cells in ``left`` should take: each (method, budget) at its own mean so far (seeds of one
     cell cost alike; budgets and methods do not), one not seen yet at the mean over every finished cell."""
     every = [s for v in seconds.values() for s in v]
-    overall = sum(every) / len(every) if every else 0.0
-    return sum(float(np.mean(seconds[(c.method, c.budget)])) if (c.method, c.budget) in seconds else overall
-               for c in left)
+    overall = fmean(every) if every else 0.0
+    return sum(fmean(seconds[(c.method, c.budget)]) if (c.method, c.budget) in seconds else overall for c in left)
 
 
 def run_study(spec: StudySpec, timeout: float | None = None, progress: bool = True) -> dict[str, Any]:

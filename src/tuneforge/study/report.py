@@ -109,19 +109,18 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> bool:
         color = palette[i % len(palette)]
         if all(r["budget"] == 0 for r in rs):
             r = rs[0]
-            line = ax.axhline(r["mean"], linestyle="--", color=color, label=f"{method} (no labels)")
-            ax.axhspan(r["ci95"][0], r["ci95"][1], color=line.get_color(), alpha=0.12)
+            ax.axhline(r["mean"], linestyle="--", color=color, label=f"{method} (no labels)")
+            ax.axhspan(r["ci95"][0], r["ci95"][1], color=color, alpha=0.12)
             continue
         rs = sorted(rs, key=lambda r: r["labels"])
         x = [r["labels"] for r in rs]
-        line, = ax.plot(x, [r["mean"] for r in rs], marker="o", color=color, label=method)
+        ax.plot(x, [r["mean"] for r in rs], marker="o", color=color, label=method)
         if len(rs) == 1:  # a band needs two budgets: one budget's interval is an error bar
             r = rs[0]
             ax.errorbar(x, [r["mean"]], yerr=[[r["mean"] - r["ci95"][0]], [r["ci95"][1] - r["mean"]]],
-                        color=line.get_color(), capsize=4)
+                        color=color, capsize=4)
         else:
-            ax.fill_between(x, [r["ci95"][0] for r in rs], [r["ci95"][1] for r in rs], color=line.get_color(),
-                            alpha=0.18)
+            ax.fill_between(x, [r["ci95"][0] for r in rs], [r["ci95"][1] for r in rs], color=color, alpha=0.18)
     ax.set_xscale("log")
     ax.set_xlim(min(xs_all) / 1.3, max(xs_all) * 1.3)
     ax.set_xlabel("labelled training examples")
